@@ -1,0 +1,338 @@
+"""`tamor preprocess`: raw tiered logs → train / valid / test Parquet shards, a feature spec, online
+snapshots and a quarantine, as a streaming Ray Data pipeline.
+
+Passes over the data (none collects rows onto the driver; only vocabularies and counts come back):
+
+1. read (CSV / Parquet / JSON, any pyarrow/fsspec path) → :func:`check_batch` → ``_staging/``
+2. rejected rows → ``quarantine/`` with their reason; reject fraction checked
+3. time range of the good rows → split cut points
+4. train rows → vocabulary counts and numeric sums in one pass (fitted on train only)
+5. every good row → encoded → ``train/ valid/ test/``
+6. latest row per user and per item → ``online/users``, ``online/items``
+
+Rows in = rows out + rows quarantined, checked at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+import pyarrow.csv as pacsv
+import ray
+from ray.data.expressions import col
+
+from tamor.models.feature_spec import CategoricalField, FeatureSpec, NumericField, TaskSpec
+from tamor.platform.schema import LogSchema
+from tamor.platform.validate import KEY, REASON, check_batch, parse_label, parse_number
+
+SPLITS = ("train", "valid", "test")
+MISSING = "<missing>"
+OTHER_SCENARIO = "<other>"
+_HASH_BUCKETS = 1_000_000
+
+
+class PreprocessError(RuntimeError):
+    """The data cannot be preprocessed as asked (the quarantine written so far is kept)."""
+
+
+@dataclass
+class PreprocessReport:
+    rows_in: int
+    rows_out: dict[str, int]
+    rows_quarantined: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def conserved(self) -> bool:
+        return self.rows_in == sum(self.rows_out.values()) + self.rows_quarantined
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_source(source: str | list[str], schema: LogSchema) -> ray.data.Dataset:
+    """Read raw logs as declared by ``schema.source``; CSV columns are read as text (parsing is ours)."""
+    fmt = schema.source.format
+    if fmt == "parquet":
+        return ray.data.read_parquet(source)
+    if fmt == "json":
+        return ray.data.read_json(source)
+    opts = schema.source.csv
+    names = opts.column_names
+    read_options = pacsv.ReadOptions(column_names=names) if names else pacsv.ReadOptions()
+    wanted = schema.raw_columns()
+    return ray.data.read_csv(
+        source,
+        read_options=read_options,
+        parse_options=pacsv.ParseOptions(delimiter=opts.delimiter),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in wanted}, include_columns=wanted, strings_can_be_null=True
+        ),
+    )
+
+
+# ---------------------------------------------------------------- fitting (train only)
+
+
+def split_of(df: pd.DataFrame, schema: LogSchema, cuts: tuple[float, float]) -> np.ndarray:
+    """``train`` / ``valid`` / ``test`` per row: by timestamp against ``cuts``, or by row hash."""
+    if schema.split.by == "time":
+        position = parse_number(df[schema.timestamp]).to_numpy()
+    else:
+        position = (df[KEY].to_numpy(dtype=np.uint64) % _HASH_BUCKETS) / _HASH_BUCKETS
+    return np.select([position < cuts[0], position < cuts[1]], ["train", "valid"], "test")
+
+
+def _numeric_values(df: pd.DataFrame, schema: LogSchema) -> dict[str, np.ndarray]:
+    out = {}
+    for f in schema.features:
+        if f.type == "numeric":
+            x = parse_number(df[f.column]).to_numpy()
+            out[f.column] = np.log1p(np.clip(x, 0, None)) if f.log1p else x
+    return out
+
+
+def _fit_partials(batch: pd.DataFrame, schema: LogSchema, cuts: tuple[float, float]) -> pd.DataFrame:
+    """Per-batch value counts of categoricals and sums of numerics, train rows only: rows (column, value, n)."""
+    train = batch[split_of(batch, schema, cuts) == "train"]
+
+    def counts(name: str, values: pd.Series) -> pd.DataFrame:
+        vc = values.value_counts()
+        return pd.DataFrame({"column": name, "value": vc.index.astype(str), "n": vc.to_numpy(float)})
+
+    frames = [counts(f.column, train[f.column].fillna(MISSING)) for f in schema.features if f.type == "categorical"]
+    frames.append(counts("__scenario__", train[schema.scenario.column].astype(str)))
+    for col, x in _numeric_values(train, schema).items():
+        x = x[~np.isnan(x)]
+        frames.append(
+            pd.DataFrame({"column": col, "value": ["__count__", "__sum__", "__sumsq__"], "n": [len(x), x.sum(), (x**2).sum()]})
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass
+class Fitted:
+    """What preprocessing learns from train rows: vocabularies, numeric statistics, scenarios."""
+
+    vocab: dict[str, dict[str, int]]
+    stats: dict[str, tuple[float, float]]
+    scenarios: list[str]
+
+
+def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) -> Fitted:
+    totals = (
+        good.map_batches(_fit_partials, fn_kwargs={"schema": schema, "cuts": cuts}, batch_format="pandas")
+        .groupby(["column", "value"])
+        .sum("n")
+        .to_pandas()  # one row per distinct value: the size of the vocabularies, not of the data
+        .rename(columns={"sum(n)": "n"})
+    )
+    min_freq = schema.preprocess.min_frequency
+    vocab, stats = {}, {}
+    for f in schema.features:
+        rows = totals[totals["column"] == f.column]
+        if f.type == "categorical":
+            kept = rows[rows["n"] >= min_freq].sort_values(["n", "value"], ascending=[False, True])
+            vocab[f.column] = {v: i + 1 for i, v in enumerate(kept["value"])}  # 0 is out-of-vocabulary
+        else:
+            s = dict(zip(rows["value"], rows["n"]))
+            count = s.get("__count__", 0.0)
+            if count == 0:
+                raise PreprocessError(f"numeric feature {f.column!r} has no parsable value in train")
+            mean = s["__sum__"] / count
+            std = float(np.sqrt(max(s["__sumsq__"] / count - mean**2, 0.0)))
+            stats[f.column] = (float(mean), std if std > 1e-12 else 1.0)
+    if schema.scenario.values is not None:
+        scenarios = list(schema.scenario.values)
+    else:
+        seen = totals[(totals["column"] == "__scenario__") & (totals["n"] >= min_freq)]
+        scenarios = [OTHER_SCENARIO] + sorted(seen["value"])
+    if not vocab and not stats:
+        raise PreprocessError("no features declared")
+    return Fitted(vocab, stats, scenarios)
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_batch(batch: pd.DataFrame, schema: LogSchema, fitted: Fitted, cuts: tuple[float, float]) -> pd.DataFrame:
+    """Checked raw rows → model-ready columns (see :class:`FeatureSpec` for the naming)."""
+    out: dict[str, object] = {"split": split_of(batch, schema, cuts)}
+    user_cols = [f.column for f in schema.features if f.side == "user"]
+    if schema.ids.user is not None:
+        out["user_id"] = batch[schema.ids.user].astype(str).to_numpy()
+    else:  # a stable id from the user's own features
+        h = pd.util.hash_pandas_object(batch[user_cols], index=False).to_numpy(dtype=np.uint64)
+        out["user_id"] = np.char.add("u", h.astype(str))
+    item_col = schema.ids.item or schema.scenario.column
+    out["item_id"] = batch[item_col].astype(str).to_numpy()
+    if schema.timestamp is not None:
+        out["ts"] = parse_number(batch[schema.timestamp]).to_numpy().astype(np.int64)
+    amount = parse_number(batch[schema.tiers.column]).to_numpy()
+    out["holdings"] = amount
+    out["tier"] = np.searchsorted(np.asarray(schema.tiers.thresholds), amount, side="right").astype(np.int64)
+    scen_index = {s: i for i, s in enumerate(fitted.scenarios)}
+    out["scenario"] = batch[schema.scenario.column].map(scen_index).fillna(0).to_numpy(np.int64)
+    numeric = _numeric_values(batch, schema)
+    for f in schema.features:
+        if f.type == "categorical":
+            ids = batch[f.column].fillna(MISSING).map(fitted.vocab[f.column]).fillna(0)
+            out[f"f_{f.column}"] = ids.to_numpy(np.int64)
+        else:
+            mean, std = fitted.stats[f.column]
+            z = (numeric[f.column] - mean) / std
+            out[f"f_{f.column}"] = np.nan_to_num(z, nan=0.0).astype(np.float32)  # missing → the mean
+    for t in schema.tasks:
+        lab = parse_label(batch[t.column], t).to_numpy() if t.column else np.full(len(batch), np.nan)
+        out[f"mask_{t.name}"] = (~np.isnan(lab)).astype(np.float32)
+        out[f"label_{t.name}"] = np.nan_to_num(lab, nan=0.0).astype(np.float32)
+    return pd.DataFrame(out)
+
+
+def feature_spec(schema: LogSchema, fitted: Fitted) -> FeatureSpec:
+    return FeatureSpec(
+        dataset=schema.name,
+        timestamp="ts" if schema.timestamp else None,
+        categorical=[
+            CategoricalField(name=f.column, side=f.side, vocab_size=len(fitted.vocab[f.column]) + 1)
+            for f in schema.features
+            if f.type == "categorical"
+        ],
+        numeric=[
+            NumericField(name=f.column, side=f.side, mean=fitted.stats[f.column][0], std=fitted.stats[f.column][1], log1p=f.log1p)
+            for f in schema.features
+            if f.type == "numeric"
+        ],
+        tiers=schema.tiers.names,
+        tier_thresholds=schema.tiers.thresholds,
+        holdings="holdings",
+        scenarios=fitted.scenarios,
+        tasks=[
+            TaskSpec(name=t.name, level=t.level, tiers=t.tiers or schema.tiers.names, present=t.column is not None)
+            for t in schema.tasks
+        ],
+    )
+
+
+# ---------------------------------------------------------------- online snapshots
+
+
+def _latest(batch: pd.DataFrame, key: str, order: str) -> pd.DataFrame:
+    """The last row per ``key`` by ``order``: applied per block, then per group."""
+    return batch.sort_values(order, kind="stable").drop_duplicates(key, keep="last")
+
+
+def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, out: Path, rows: int) -> dict[str, int]:
+    """Latest feature row per user and per item (the serving feature store's snapshot)."""
+    partitions = max(2, rows // 2_000_000)
+    order = "ts" if spec.timestamp else "holdings"
+    counts = {}
+    sides = {
+        "users": ("user_id", ["tier", "holdings"] + [f"f_{f.name}" for f in spec.categorical_on("user") + spec.numeric_on("user")]),
+        "items": ("item_id", ["scenario"] + [f"f_{f.name}" for f in spec.categorical_on("item") + spec.numeric_on("item")]),
+    }
+    for name, (key, cols) in sides.items():
+        keep = list(dict.fromkeys([key, order, *cols]))
+        latest = (
+            encoded.select_columns(keep)
+            .map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas")
+            # Hash-partition by key, so each block holds all of its keys' rows; then dedupe per block.
+            .repartition(partitions, keys=[key])
+            .map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas", batch_size=None)
+        )
+        latest.write_parquet(str(out / "online" / name))
+        counts[name] = ray.data.read_parquet(str(out / "online" / name)).count()
+    return counts
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> PreprocessReport:
+    """Run the whole pipeline; return the row counts. Raises :class:`PreprocessError` on too many rejects."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise PreprocessError(f"{out} is not empty: choose a new output directory")
+    staging = out / "_staging"
+    read_source(source, schema).map_batches(check_batch, fn_kwargs={"schema": schema}, batch_format="pandas").write_parquet(
+        str(staging)
+    )
+    rows_in = ray.data.read_parquet(str(staging)).count()
+    if rows_in == 0:
+        raise PreprocessError(f"no rows read from {source}")
+
+    rejected = ray.data.read_parquet(str(staging)).filter(expr=col(REASON) != "")
+    rows_quarantined = rejected.count()
+    reasons: dict[str, int] = {}
+    if rows_quarantined:
+        rejected.write_parquet(str(out / "quarantine"))
+        by_reason = ray.data.read_parquet(str(out / "quarantine"), columns=[REASON]).groupby(REASON).count().to_pandas()
+        reasons = dict(zip(by_reason[REASON], by_reason["count()"].astype(int)))
+    fraction = rows_quarantined / rows_in
+    if fraction > schema.preprocess.max_reject_fraction:
+        raise PreprocessError(
+            f"{rows_quarantined} of {rows_in} rows ({fraction:.1%}) were rejected, over the allowed "
+            f"{schema.preprocess.max_reject_fraction:.1%}; see {out / 'quarantine'} (reasons: {reasons})"
+        )
+
+    good = ray.data.read_parquet(str(staging)).filter(expr=col(REASON) == "")
+    cuts = _cut_points(good, schema)
+    fitted = fit(good, schema, cuts)
+    spec = feature_spec(schema, fitted)
+    good.map_batches(encode_batch, fn_kwargs={"schema": schema, "fitted": fitted, "cuts": cuts}, batch_format="pandas").write_parquet(
+        str(out / "_encoded"), partition_cols=["split"]
+    )
+    rows_out = {}
+    for split in SPLITS:
+        part = out / "_encoded" / f"split={split}"
+        if part.exists():
+            part.rename(out / split)
+        else:
+            (out / split).mkdir()
+        rows_out[split] = ray.data.read_parquet(str(out / split)).count() if any((out / split).iterdir()) else 0
+    shutil.rmtree(out / "_encoded")
+    if rows_out["train"] == 0:
+        raise PreprocessError("the train split is empty: check the split fractions and the timestamps")
+
+    spec.save(out / "feature_spec.json")
+    (out / "vocabularies.json").write_text(json.dumps(fitted.vocab))
+    encoded = ray.data.read_parquet([str(out / s) for s in SPLITS if rows_out[s]])
+    online = write_online(encoded, spec, out, rows_in)
+    shutil.rmtree(staging)
+
+    report = PreprocessReport(rows_in, rows_out, rows_quarantined, reasons)
+    if not report.conserved:  # pragma: no cover - a bug, never bad data
+        raise PreprocessError(f"row conservation broken: {report}")
+    (out / "stats.json").write_text(
+        json.dumps({**report.__dict__, "online": online, "cuts": list(cuts)}, indent=2, default=str)
+    )
+    return report
+
+
+def _cut_points(good: ray.data.Dataset, schema: LogSchema) -> tuple[float, float]:
+    """Where valid and test begin: timestamps for a time split, hash fractions otherwise."""
+    train_end = 1.0 - schema.split.valid_fraction - schema.split.test_fraction
+    if train_end <= 0:
+        raise PreprocessError("split: valid_fraction + test_fraction must leave rows for train")
+    fractions = (train_end, 1.0 - schema.split.test_fraction)
+    if schema.split.by == "hash":
+        return fractions
+    ts_col = schema.timestamp
+
+    def span(b: pd.DataFrame) -> pd.DataFrame:
+        t = parse_number(b[ts_col])
+        return pd.DataFrame({"lo": [t.min()], "hi": [t.max()]})
+
+    # One row per block comes back to the driver: the time range, never the rows.
+    spans = good.select_columns([ts_col]).map_batches(span, batch_format="pandas", batch_size=None).to_pandas()
+    lo, hi = float(spans["lo"].min()), float(spans["hi"].max()) + 1.0
+    return (lo + fractions[0] * (hi - lo), lo + fractions[1] * (hi - lo))
+
+
