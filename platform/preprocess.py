@@ -273,7 +273,7 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
     reasons: dict[str, int] = {}
     if rows_quarantined:
         rejected.write_parquet(str(out / "quarantine"))
-        by_reason = ray.data.read_parquet(str(out / "quarantine"), columns=[REASON]).groupby(REASON).count().to_pandas()
+        by_reason = ray.data.read_parquet(str(out / "quarantine")).select_columns([REASON]).groupby(REASON).count().to_pandas()
         reasons = dict(zip(by_reason[REASON], by_reason["count()"].astype(int)))
     fraction = rows_quarantined / rows_in
     if fraction > schema.preprocess.max_reject_fraction:

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up a virtual environment in .venv with tamor and its test dependencies (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# The CPU build of PyTorch first: an unpinned torch can pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+.venv/bin/python -m pip install -q -e ".[test]"

@@ -1,0 +1,40 @@
+"""Shared fixtures: one local Ray per test session, and a small synthetic world preprocessed once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A 2-CPU local Ray, started once for the whole session."""
+    import ray
+
+    from tamor.platform.ray_env import init_ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(ray_session, tmp_path_factory) -> Path:
+    """A small synthetic world, generated and preprocessed once: returns the preprocessed directory."""
+    from tamor.platform.generate import generate
+    from tamor.platform.preprocess import preprocess
+    from tamor.platform.schema import load_schema
+    from tamor.platform.world import WorldConfig
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(WorldConfig(rows=30_000, n_users=1_500, n_items=120, days=10, seed=7, rows_per_block=15_000), root)
+    preprocess(str(root / "logs"), load_schema("synthetic"), root / "data")
+    return root / "data"

@@ -1,0 +1,138 @@
+"""Preprocessing with Ray Data: row conservation, quarantine reasons, no leakage, time split."""
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import SHARED
+from tamor.models.feature_spec import FeatureSpec
+from tamor.platform.preprocess import PreprocessError, preprocess
+from tamor.platform.schema import Source, load_schema
+from tamor.platform.world import WorldConfig, impressions, make_items, make_users
+
+# Each planted row breaks one rule; the value is the reason it must be quarantined with.
+PLANTED = {
+    "missing_user_id": {"user_id": ""},
+    "missing_item_id": {"item_id": ""},
+    "unparsable_timestamp": {"ts": "yesterday"},
+    "unparsable_amount": {"holdings": "lots"},
+    "negative_amount": {"holdings": "-3.5"},
+    "unknown_scenario": {"scenario": "casino"},
+    "label_not_binary:click": {"click": "2"},
+    "chain_violation:conversion_without_click": {"click": "0", "conversion": "1"},
+    "chain_violation:large_invest_without_invest": {"invest": "0", "large_invest": "1"},
+}
+
+
+@pytest.fixture(scope="module")
+def raw_logs(tmp_path_factory):
+    """A CSV log with planted bad rows and a brand that appears only in the last days (the test split)."""
+    cfg = WorldConfig(rows=12_000, n_users=800, n_items=60, days=10, seed=5)
+    rows = impressions(cfg, 0, make_users(cfg), make_items(cfg)).astype(str)
+    late = rows.index[-300:]
+    rows.loc[late[::10], "brand"] = "brand_seen_only_in_test"
+    bad = []
+    for i, (reason, change) in enumerate(PLANTED.items()):
+        for j in range(2):
+            row = rows.iloc[100 * i + j].copy()
+            for col, value in change.items():
+                row[col] = value
+            bad.append(row)
+    logs = pd.concat([rows, pd.DataFrame(bad)], ignore_index=True)
+    path = tmp_path_factory.mktemp("raw") / "logs.csv"
+    logs.to_csv(path, index=False)
+    return path, len(logs)
+
+
+@pytest.fixture(scope="module")
+def prepared(ray_session, raw_logs, tmp_path_factory):
+    path, n = raw_logs
+    schema = load_schema("synthetic").model_copy(update={"source": Source(format="csv")})
+    out = tmp_path_factory.mktemp("prep") / "data"
+    report = preprocess(str(path), schema, out)
+    return report, out, n
+
+
+def test_rows_in_equal_rows_out_plus_quarantined(prepared):
+    report, out, n = prepared
+    assert report.rows_in == n
+    assert report.conserved
+    written = sum(len(pd.read_parquet(out / s)) for s in ("train", "valid", "test"))
+    assert written + len(pd.read_parquet(out / "quarantine")) == n
+    assert json.loads((out / "stats.json").read_text())["rows_in"] == n
+
+
+def test_every_planted_row_is_quarantined_with_its_reason(prepared):
+    report, out, _ = prepared
+    quarantine = pd.read_parquet(out / "quarantine")
+    assert report.reasons == {reason: 2 for reason in PLANTED}
+    assert quarantine["_reason"].value_counts().to_dict() == {reason: 2 for reason in PLANTED}
+    # the raw row is kept as it came, so it can be fixed and replayed
+    assert set(quarantine.loc[quarantine["_reason"] == "unknown_scenario", "scenario"]) == {"casino"}
+
+
+def test_split_respects_time(prepared):
+    _, out, _ = prepared
+    ts = {s: pd.read_parquet(out / s, columns=["ts"])["ts"] for s in ("train", "valid", "test")}
+    assert ts["train"].max() < ts["valid"].min() and ts["valid"].max() < ts["test"].min()
+
+
+def test_vocabularies_and_statistics_come_from_train_only(prepared, raw_logs):
+    _, out, _ = prepared
+    spec = FeatureSpec.load(out)
+    vocab = json.loads((out / "vocabularies.json").read_text())
+    assert "brand_seen_only_in_test" not in vocab["brand"]
+    test = pd.read_parquet(out / "test")
+    assert (test["f_brand"] == 0).sum() >= 30  # the test-only brand maps to the out-of-vocabulary id
+    # the numeric mean is the train rows' mean, not all rows'
+    train = pd.read_parquet(out / "train", columns=["ts"])
+    raw = pd.read_csv(raw_logs[0], dtype=str)
+    ts = pd.to_numeric(raw["ts"], errors="coerce")
+    in_train = ts.between(train["ts"].min(), train["ts"].max())
+    activity = np.log1p(pd.to_numeric(raw.loc[in_train, "activity"], errors="coerce").dropna().clip(lower=0))
+    field = next(f for f in spec.numeric if f.name == "activity")
+    # planted rows inside the train period are quarantined, so allow for their few values
+    assert field.mean == pytest.approx(activity.mean(), rel=5e-3)
+    assert field.log1p
+
+
+def test_feature_spec_and_online_snapshots(prepared):
+    _, out, _ = prepared
+    spec = FeatureSpec.load(out / "feature_spec.json")
+    assert spec.tiers == ["new", "low", "high"] and len(spec.scenarios) == 6
+    assert spec.task_names == ["click", "conversion", "invest", "large_invest", "high_holding"]
+    users = pd.read_parquet(out / "online" / "users")
+    items = pd.read_parquet(out / "online" / "items")
+    assert users["user_id"].is_unique and items["item_id"].is_unique
+    assert set(users.columns) >= {"tier", "holdings", "f_age_band", "f_activity"}
+    assert set(items.columns) >= {"scenario", "f_item_id", "f_promo"}
+    # the snapshot is each user's latest row
+    all_rows = pd.concat(pd.read_parquet(out / s) for s in ("train", "valid", "test"))
+    latest = all_rows.sort_values("ts").groupby("user_id").tail(1).set_index("user_id")
+    snap = users.set_index("user_id")
+    assert (snap["ts"] == latest.loc[snap.index, "ts"]).all()
+
+
+def test_too_many_rejects_fail_clearly_and_keep_the_quarantine(ray_session, raw_logs, tmp_path):
+    schema = load_schema("synthetic").model_copy(update={"source": Source(format="csv")})
+    schema.preprocess.max_reject_fraction = 0.0001
+    with pytest.raises(PreprocessError, match="over the allowed"):
+        preprocess(str(raw_logs[0]), schema, tmp_path / "out")
+    assert len(pd.read_parquet(tmp_path / "out" / "quarantine")) == 2 * len(PLANTED)
+
+
+def test_census_income_preprocesses_end_to_end(ray_session, tmp_path):
+    source = SHARED / "data" / "census-income" / "census-income.test.gz"
+    with gzip.open(source, "rt") as f:
+        n = sum(1 for _ in f)
+    report = preprocess(str(source), load_schema("census_income"), tmp_path / "census")
+    assert report.rows_in == n and report.conserved
+    train = pd.read_parquet(tmp_path / "census" / "train")
+    assert train["label_income"].mean() == pytest.approx(0.062, abs=0.01)
+    assert train["label_never_married"].mean() == pytest.approx(0.433, abs=0.02)
+    assert set(train["tier"]) == {0, 1, 2}
+    spec = FeatureSpec.load(tmp_path / "census")
+    assert spec.task_names == ["income", "never_married"]
