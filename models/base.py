@@ -1,0 +1,65 @@
+"""What every model shares: the task list, per-task towers, and the common interface.
+
+Every model takes the same batch (see :mod:`tamor.models.inputs`) and returns the same
+``dict task -> logit [B]``, so training, tuning, evaluation and serving never special-case a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from tamor.models.config import ModelConfig
+from tamor.models.feature_spec import FeatureSpec
+from tamor.models.inputs import FeatureInputs
+from tamor.models.layers import mlp
+
+
+class Towers(nn.Module):
+    """One MLP tower per task: ``{task: [B, d_in(task)]} -> {task: logit [B]}``."""
+
+    def __init__(self, d_in: Mapping[str, int], dims: list[int], dropout: float = 0.0):
+        super().__init__()
+        self.towers = nn.ModuleDict(
+            {t: nn.Sequential(mlp(d, dims, dropout), nn.Linear(dims[-1] if dims else d, 1)) for t, d in d_in.items()}
+        )
+
+    def forward(self, x: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {t: tower(x[t]).squeeze(-1) for t, tower in self.towers.items()}
+
+
+class MultiTaskModel(nn.Module):
+    """Base class: subclasses implement :meth:`forward` and :meth:`representations`."""
+
+    def __init__(self, spec: FeatureSpec, config: ModelConfig):
+        super().__init__()
+        self.spec, self.config = spec, config
+        self.tasks = spec.task_names
+        self.inputs = FeatureInputs(spec, config.embedding_dim)
+
+    def joint_input(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """User, item and context inputs concatenated: ``[B, d_user + d_item + d_context]``."""
+        return torch.cat([self.inputs(batch, s) for s in ("user", "item", "context")], dim=-1)
+
+    @property
+    def joint_dim(self) -> int:
+        return sum(self.inputs.dims.values())
+
+    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def representations(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Named ``[B, d]`` representations (tier-aware / tier-agnostic) for plots such as Fig. 3."""
+        raise NotImplementedError
+
+    def gate_distributions(self) -> dict[str, Tensor]:
+        """Mean gate weights from the last forward pass (expert utilisation); empty if no gates."""
+        return {}
+
+    @torch.no_grad()
+    def predict_proba(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Task probabilities in the spec's task order: ``[B, T]``."""
+        logits = self(batch)
+        return torch.sigmoid(torch.stack([logits[t] for t in self.tasks], dim=1).float())

@@ -1,0 +1,116 @@
+"""Every model: one interface, learns a planted signal, round-trips through save/load."""
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from conftest import make_spec, planted_columns
+from tamor.models.config import ModelConfig
+from tamor.models.factory import MODELS, build_model, load_model, save_model
+from tamor.models.inputs import batch_from_columns
+from tamor.models.loss import MultiTaskLoss
+
+SMALL = dict(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, num_experts=3)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_returns_one_logit_per_task_and_row(name, spec, batch):
+    model = build_model(ModelConfig(name=name, **SMALL), spec)
+    out = model(batch)
+    assert list(out) == spec.task_names
+    assert all(v.shape == (64,) for v in out.values())
+    assert model.predict_proba(batch).shape == (64, 5)
+    reps = model.representations(batch)
+    assert all(r.shape[0] == 64 and r.dim() == 2 for r in reps.values())
+
+
+def test_tamor_exposes_tier_aware_and_agnostic_representations_encodings_and_gates(spec, batch):
+    model = build_model(ModelConfig(**SMALL), spec)
+    model(batch)
+    assert set(model.representations(batch)) == {"tier_aware", "tier_agnostic"}
+    enc = model.encoding_weights()
+    assert enc["user"].shape == (3, 3) and enc["item"].shape == (4, 4)
+    gates = model.gate_distributions()
+    assert any(k.startswith("user/") for k in gates) and any(k.startswith("item/") for k in gates)
+
+
+def test_soft_encoding_at_tiny_temperature_reproduces_one_hot(spec, batch):
+    torch.manual_seed(0)
+    soft = build_model(ModelConfig(encoding="soft", temperature=1e-4, **SMALL), spec).eval()
+    one_hot = build_model(ModelConfig(encoding="one_hot", **SMALL), spec).eval()
+    missing, unexpected = one_hot.load_state_dict(soft.state_dict(), strict=False)
+    assert not missing and all("encoding.logits" in k for k in unexpected)
+    for task, logit in soft(batch).items():
+        torch.testing.assert_close(logit, one_hot(batch)[task])
+
+
+def test_user_bias_tower_is_item_agnostic(spec, batch):
+    model = build_model(ModelConfig(**SMALL), spec).eval()
+    before_b, before_hh = model.user_bias(batch), model(batch)["high_holding"]
+    perturbed = dict(batch, cat_item=(batch["cat_item"] + 7) % 30, num_item=batch["num_item"] + 3.0)
+    torch.testing.assert_close(model.user_bias(perturbed), before_b)
+    torch.testing.assert_close(model(perturbed)["high_holding"], before_hh)
+    assert not torch.allclose(model(perturbed)["click"], model(batch)["click"])  # items do matter to clicks
+
+
+def test_task_masked_for_a_tier_gets_no_gradient_from_its_rows():
+    spec = make_spec({"large_invest": ["low", "high"]})  # not an objective for new users
+    cols = planted_columns(spec, 64, seed=2)
+    cols["tier"][:] = 0  # every row is a new user
+    batch = batch_from_columns(spec, cols)
+    model = build_model(ModelConfig(**SMALL), spec)
+    total, per_task = MultiTaskLoss(spec)(model(batch), batch)
+    total.backward()
+    tower = model.towers.towers["large_invest"]
+    assert per_task["large_invest"] == 0
+    assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in tower.parameters())
+    assert any(torch.count_nonzero(p.grad) > 0 for p in model.towers.towers["click"].parameters())
+
+
+def test_missing_labels_give_no_loss(spec):
+    cols = planted_columns(spec, 32, seed=3)
+    batch = batch_from_columns(spec, cols)
+    model = build_model(ModelConfig(**SMALL), spec)
+    loss = MultiTaskLoss(spec, {"click": 2.0})
+    _, full = loss(model(batch), batch)
+    batch["label_mask"][:, 0] = 0
+    total, masked = loss(model(batch), batch)
+    assert masked["click"] == 0 and full["click"] > 0
+    torch.testing.assert_close(total, sum(masked.values()))
+    with pytest.raises(ValueError, match="unknown tasks"):
+        MultiTaskLoss(spec, {"clicks": 1.0})
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_each_model_learns_a_planted_signal(name, spec):
+    torch.manual_seed(0)
+    train = batch_from_columns(spec, planted_columns(spec, 4096, seed=10))
+    test = batch_from_columns(spec, planted_columns(spec, 2048, seed=11))
+    model = build_model(ModelConfig(name=name, **SMALL), spec)
+    loss = MultiTaskLoss(spec)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for step in range(150):
+        idx = torch.randint(0, 4096, (512,))
+        mini = {k: v[idx] for k, v in train.items()}
+        opt.zero_grad()
+        loss(model(mini), mini)[0].backward()
+        opt.step()
+    probs = model.eval().predict_proba(test)
+    auc = roc_auc_score(test["labels"][:, 0].numpy(), probs[:, 0].numpy())
+    assert auc > 0.75, f"{name} reached click AUC {auc:.3f}"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_save_load_round_trip_gives_identical_outputs(name, spec, batch, tmp_path):
+    model = build_model(ModelConfig(name=name, **SMALL), spec).eval()
+    save_model(model, tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.config == model.config and loaded.spec == model.spec
+    for task, logit in model(batch).items():
+        torch.testing.assert_close(loaded(batch)[task], logit)
+
+
+def test_loading_a_foreign_file_is_a_clear_error(tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a tamor model file"):
+        load_model(tmp_path / "other.pt")
