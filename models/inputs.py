@@ -39,8 +39,8 @@ def batch_from_columns(spec: FeatureSpec, cols: Mapping[str, np.ndarray], device
     for side in SIDES:
         batch[f"cat_{side}"] = stack([f"f_{f.name}" for f in spec.categorical_on(side)], np.int64)
         batch[f"num_{side}"] = stack([f"f_{f.name}" for f in spec.numeric_on(side)], np.float32)
-    batch["tier"] = torch.as_tensor(np.asarray(cols["tier"], dtype=np.int64), device=device)
-    batch["scenario"] = torch.as_tensor(np.asarray(cols["scenario"], dtype=np.int64), device=device)
+    batch["tier"] = torch.tensor(np.asarray(cols["tier"], dtype=np.int64), device=device)
+    batch["scenario"] = torch.tensor(np.asarray(cols["scenario"], dtype=np.int64), device=device)
     if f"label_{spec.task_names[0]}" in cols:
         batch["labels"] = stack([f"label_{t}" for t in spec.task_names], np.float32)
         batch["label_mask"] = stack([f"mask_{t}" for t in spec.task_names], np.float32)

@@ -1,0 +1,96 @@
+"""Training-step throughput of every model, and batched vs looped experts, side by side in one run.
+
+    python bench/model_step.py                       # CPU, batch 512 and 4096
+    python bench/model_step.py --device cuda --bf16 --batch-sizes 4096 32768
+
+Prints samples/s per model and batch size, and the batched/looped experts ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "models"))
+from conftest import make_spec, planted_columns  # noqa: E402  (the tests' small spec and batches)
+
+from tamor.models.config import ModelConfig  # noqa: E402
+from tamor.models.factory import MODELS, build_model  # noqa: E402
+from tamor.models.inputs import batch_from_columns  # noqa: E402
+from tamor.models.layers import BatchedExperts  # noqa: E402
+from tamor.models.loss import MultiTaskLoss  # noqa: E402
+
+
+def timed(step, device: str, seconds: float) -> float:
+    """Steps per second of ``step`` after warm-up, over at least ``seconds``."""
+    for _ in range(3):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        n += 1
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[512, 4096])
+    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--experts", type=int, default=8)
+    args = p.parse_args()
+    dev = args.device
+    spec = make_spec()
+    amp = torch.autocast(dev, dtype=torch.bfloat16, enabled=args.bf16)
+    print(f"device={dev} bf16={args.bf16} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"{'model':<16}" + "".join(f"{'B=' + str(b):>14}" for b in args.batch_sizes) + "   (samples/s, train step)")
+    for name in sorted(MODELS):
+        model = build_model(ModelConfig(name=name, num_experts=args.experts), spec).to(dev)
+        loss = MultiTaskLoss(spec).to(dev)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        rates = []
+        for b in args.batch_sizes:
+            batch = batch_from_columns(spec, planted_columns(spec, b, seed=0), device=dev)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                with amp:
+                    total, _ = loss(model(batch), batch)
+                total.backward()
+                opt.step()
+
+            rates.append(b * timed(step, dev, args.seconds))
+        print(f"{name:<16}" + "".join(f"{r:>14,.0f}" for r in rates))
+
+    print(f"\nexperts: {args.experts} MLPs 192 -> 256 -> 128, forward + backward (samples/s)")
+    print(f"{'batch':<10}{'batched':>14}{'loop':>14}{'ratio':>10}")
+    for b in args.batch_sizes:
+        batched = BatchedExperts(args.experts, 192, [256, 128]).to(dev)
+        loop = batched.loop_reference().to(dev)
+        x = torch.randn(b, 192, device=dev)
+
+        def run_batched():
+            with amp:
+                out = batched(x)
+            out.float().sum().backward()
+
+        def run_loop():
+            with amp:
+                out = torch.stack([e(x) for e in loop], dim=1)
+            out.float().sum().backward()
+
+        rb, rl = b * timed(run_batched, dev, args.seconds), b * timed(run_loop, dev, args.seconds)
+        print(f"{b:<10}{rb:>14,.0f}{rl:>14,.0f}{rb / rl:>9.2f}x")
+
+
+if __name__ == "__main__":
+    main()

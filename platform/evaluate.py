@@ -1,0 +1,63 @@
+"""`tamor evaluate`: AUC and log loss per task (overall, per tier, per scenario) on a split, and the
+paper's table — two checkpoints' AUC per task per user tier with the relative lift — as Markdown,
+CSV and a PNG chart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from tamor.models.feature_spec import FeatureSpec  # noqa: E402
+from tamor.models.metrics import evaluate_predictions, paper_table  # noqa: E402
+from tamor.platform.train import SpecCollate, load_checkpoint_model, predict_split, read_split  # noqa: E402
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, split: str = "test", batch_size: int = 8192) -> pd.DataFrame:
+    """Metrics of a checkpoint on a split, streamed through Ray Data (only predictions are kept)."""
+    model = load_checkpoint_model(checkpoint)
+    spec = FeatureSpec.load(data_dir)
+    if spec.task_names != model.tasks:
+        raise ValueError(f"checkpoint tasks {model.tasks} do not match the data's {spec.task_names}")
+    batches = read_split(data_dir, split, spec).iter_torch_batches(batch_size=batch_size, collate_fn=SpecCollate(spec))
+    preds = predict_split(model, batches, torch.device("cpu"), amp=False)
+    return evaluate_predictions(spec, preds["probs"], preds["labels"], preds["label_mask"], preds["tier"], preds["scenario"])
+
+
+def plot_table(table: pd.DataFrame, name_a: str, name_b: str, path: Path) -> None:
+    """Grouped bars of AUC per task and tier for both models, lift annotated."""
+    tasks, tiers = list(dict.fromkeys(table["task"])), list(dict.fromkeys(table["tier"]))
+    fig, axes = plt.subplots(1, len(tiers), figsize=(4.5 * len(tiers), 3.8), sharey=True)
+    for ax, tier in zip(np.atleast_1d(axes), tiers):
+        rows = table[table["tier"] == tier].set_index("task").reindex(tasks)
+        x = np.arange(len(tasks))
+        ax.bar(x - 0.2, rows[f"auc_{name_a}"], 0.4, label=name_a)
+        ax.bar(x + 0.2, rows[f"auc_{name_b}"], 0.4, label=name_b)
+        for xi, (lift, top) in enumerate(zip(rows["lift_pct"], rows[[f"auc_{name_a}", f"auc_{name_b}"]].max(axis=1))):
+            if np.isfinite(lift):
+                ax.text(xi, top + 0.01, f"{lift:+.1f}%", ha="center", fontsize=8)
+        ax.set_title(f"tier: {tier}")
+        ax.set_xticks(x, tasks, rotation=30, ha="right")
+        ax.set_ylim(0.5, 1.0)
+    np.atleast_1d(axes)[0].set_ylabel("AUC (test)")
+    np.atleast_1d(axes)[0].legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_comparison(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str, out: Path) -> pd.DataFrame:
+    """The paper's table as ``paper_table.md``, ``.csv`` and ``.png`` under ``out``; returns it."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = paper_table(a, b, name_a, name_b)
+    table.to_csv(out / "paper_table.csv", index=False)
+    (out / "paper_table.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
+    plot_table(table, name_a, name_b, out / "paper_table.png")
+    return table

@@ -1,0 +1,257 @@
+"""`tamor train`: data-parallel training with Ray Train's ``TorchTrainer`` fed by Ray Data shards.
+
+One entry point runs locally and under ``ray job submit``. Checkpoints every epoch (model, optimiser,
+config, feature spec) keep the best ``keep`` by the validation metric; a worker failure restarts
+from the latest checkpoint (``FailureConfig``); re-running with the same run name resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import ray
+import ray.train
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from ray.data.collate_fn import NumpyBatchCollateFn
+from ray.train.torch import TorchTrainer
+
+from tamor.models.config import ModelConfig
+from tamor.models.factory import build_model, model_from_state, model_state
+from tamor.models.feature_spec import FeatureSpec
+from tamor.models.inputs import batch_columns, batch_from_columns
+from tamor.models.loss import MultiTaskLoss
+from tamor.models.metrics import evaluate_predictions
+from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
+
+CHECKPOINT_FILE = "model.pt"
+TRAINING_STATE_FILE = "training_state.pt"
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs; loadable from YAML, overridable from the CLI."""
+
+    model_config = ConfigDict(extra="forbid")
+    data_dir: str = "runs/synthetic/data"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool | None = None  # None: use GPUs when the cluster has them
+    cpus_per_worker: float = Field(0.5, gt=0, description="fractional, so Ray Data keeps a CPU on 2-CPU machines")
+    storage_path: str = "runs/train"
+    name: str | None = None  # None: a unique name (reusing a name resumes that run)
+    metric: str = "val_auc_mean"
+    mode: Literal["max", "min"] = "max"
+    keep: int = Field(2, ge=1, description="best checkpoints kept")
+    patience: int = Field(3, ge=1, description="epochs without improvement before early stopping")
+    max_failures: int = Field(2, ge=0, description="worker failures recovered from the latest checkpoint")
+    seed: int = 0
+    wandb: WandbMode = "offline"
+    wandb_project: str = "tamor"
+    fail_at_epoch: int | None = Field(None, description="testing: a worker raises once at this epoch")
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+# ------------------------------------------------------------------------------- the worker loop
+
+
+class SpecCollate(NumpyBatchCollateFn):
+    """Ray Data batch (dict of column arrays) → model batch (see :mod:`tamor.models.inputs`)."""
+
+    def __init__(self, spec: FeatureSpec):
+        self.spec = spec
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return batch_from_columns(self.spec, batch)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def predict_split(model, batches, device: torch.device, amp: bool) -> dict[str, np.ndarray]:
+    """Run ``model`` over batches: probabilities, labels, masks ``[N, T]``, tier and scenario ``[N]``."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("probs", "labels", "label_mask", "tier", "scenario")}
+    model.eval()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        for batch in batches:
+            batch = _to(batch, device)
+            logits = model(batch)
+            probs = torch.sigmoid(torch.stack([logits[t] for t in model_tasks(model)], dim=1).float())
+            parts["probs"].append(probs.cpu().numpy())
+            for k in ("labels", "label_mask", "tier", "scenario"):
+                parts[k].append(batch[k].cpu().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def model_tasks(model) -> list[str]:
+    return getattr(model, "module", model).tasks
+
+
+def _mean_auc(metrics: pd.DataFrame) -> float:
+    overall = metrics[metrics["slice"] == "overall"]["auc"]
+    return float(overall.mean()) if overall.notna().any() else float("nan")
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The per-worker loop: config is :class:`TrainConfig` as a dict plus ``run_dir``."""
+    cfg = TrainConfig.model_validate({k: v for k, v in config.items() if k != "run_dir"})
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    spec = FeatureSpec.load(cfg.data_dir)
+    torch.manual_seed(cfg.seed + rank)
+    device = ray.train.torch.get_device()
+    amp = device.type == "cuda"
+
+    model = build_model(cfg.model, spec)
+    optimizer_state, start_epoch, best, stale = None, 0, None, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # recovery after a failure, or an explicit resume
+        with checkpoint.as_directory() as d:
+            model.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True)["state_dict"])
+            state = torch.load(Path(d) / TRAINING_STATE_FILE, weights_only=True)
+        optimizer_state, start_epoch, best, stale = state["optimizer"], state["epoch"] + 1, state["best"], state["stale"]
+    core = model
+    model = ray.train.torch.prepare_model(model)
+    loss_fn = MultiTaskLoss(spec, cfg.model.loss_weights).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+
+    tracker = Tracker(rank == 0, cfg.wandb, Path(config["run_dir"]) / "wandb", cfg.wandb_project, ctx.get_experiment_name(), cfg.model_dump())
+    train_shard = ray.train.get_dataset_shard("train")
+    valid_shard = ray.train.get_dataset_shard("valid")
+    collate = SpecCollate(spec)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the driver shows progress
+    # The validation split is small and read whole by every worker: read it once, reuse every epoch.
+    valid_batches = list(valid_shard.iter_torch_batches(batch_size=4096, collate_fn=collate))
+    sign = 1.0 if cfg.mode == "max" else -1.0
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.fail_at_epoch == epoch and rank == 0:
+            marker = Path(config["run_dir"]) / f".failed_at_{epoch}"
+            if not marker.exists():  # fail once, so the recovered run goes on
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                raise RuntimeError(f"injected worker failure at epoch {epoch}")
+        model.train()
+        start, seen, total_loss, steps = time.perf_counter(), 0, 0.0, 0
+        for batch in train_shard.iter_torch_batches(batch_size=cfg.batch_size, collate_fn=collate, prefetch_batches=2):
+            batch = _to(batch, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                total, _ = loss_fn(model(batch), batch)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            seen += len(batch["tier"])
+            total_loss += float(total.detach())
+            steps += 1
+        elapsed = time.perf_counter() - start
+        # every worker sees the whole validation split (it is not sharded), so all agree on the metric
+        preds = predict_split(model, valid_batches, device, amp)
+        metrics_table = evaluate_predictions(spec, preds["probs"], preds["labels"], preds["label_mask"], preds["tier"], preds["scenario"])
+        overall = metrics_table[metrics_table["slice"] == "overall"].set_index("task")
+        metrics = {
+            "epoch": epoch,
+            "train_loss": total_loss / max(steps, 1),
+            "train_samples_per_s": seen * ctx.get_world_size() / max(elapsed, 1e-9),
+            "val_auc_mean": _mean_auc(metrics_table),
+            **{f"val_auc_{t}": float(overall.loc[t, "auc"]) for t in spec.task_names},
+            **{f"val_logloss_{t}": float(overall.loc[t, "logloss"]) for t in spec.task_names},
+        }
+        value = metrics[cfg.metric]
+        improved = best is None or sign * value > sign * best
+        best, stale = (value, 0) if improved else (best, stale + 1)
+        metrics["best_" + cfg.metric] = best
+        tracker.log(metrics, step=epoch)
+        if rank == 0:  # a plain per-epoch log beside the checkpoints, for people and for resume checks
+            with open(Path(config["run_dir"]) / "epochs.jsonl", "a") as log:
+                log.write(json.dumps(metrics) + "\n")
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                torch.save(model_state(core), Path(tmp) / CHECKPOINT_FILE)
+                torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch, "best": best, "stale": stale}, Path(tmp) / TRAINING_STATE_FILE)
+                metrics_table.to_csv(Path(tmp) / "valid_metrics.csv", index=False)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if stale >= cfg.patience:
+            break
+    if rank == 0:
+        tier_table = metrics_table[metrics_table["slice"] != "overall"]
+        tracker.table("val_auc_by_task_tier", tier_table)
+        tracker.summary({"best_" + cfg.metric: best})
+    tracker.finish()
+
+
+# ------------------------------------------------------------------------------- the driver side
+
+
+def load_checkpoint_model(path: str | Path, map_location: str = "cpu"):
+    """A model from a checkpoint directory written by training (or a ``model.pt`` file)."""
+    path = Path(path)
+    file = path / CHECKPOINT_FILE if path.is_dir() else path
+    return model_from_state(torch.load(file, map_location=map_location, weights_only=True))
+
+
+def read_split(data_dir: str | Path, split: str, spec: FeatureSpec) -> ray.data.Dataset:
+    return ray.data.read_parquet(str(Path(data_dir) / split)).select_columns(batch_columns(spec))
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Fit, and return a summary: run name and directory, best checkpoint and its metrics."""
+    spec = FeatureSpec.load(cfg.data_dir)  # fail early, on the driver, when the data is missing
+    storage = Path(cfg.storage_path).resolve()
+    name = cfg.name or unique_name(cfg.model.name)
+    run_dir = storage / name
+    use_gpu = cfg.use_gpu if cfg.use_gpu is not None else bool(ray.cluster_resources().get("GPU", 0))
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    wandb_mode = resolve_mode(cfg.wandb)
+    cfg = cfg.model_copy(update={"wandb": wandb_mode, "data_dir": str(Path(cfg.data_dir).resolve())})
+    env = {"WANDB_MODE": wandb_mode, "WANDB_DIR": str(run_dir / "wandb"), "WANDB_SILENT": "true"}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={**cfg.model_dump(), "run_dir": str(run_dir)},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.keep, checkpoint_score_attribute=cfg.metric, checkpoint_score_order=cfg.mode
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            worker_runtime_env={"env_vars": env},
+        ),
+        datasets={"train": read_split(cfg.data_dir, "train", spec), "valid": read_split(cfg.data_dir, "valid", spec)},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    best_ckpt, best_metrics = max(
+        result.best_checkpoints,
+        key=lambda cm: (1 if cfg.mode == "max" else -1) * cm[1][cfg.metric],
+    )
+    summary = {
+        "name": name,
+        "run_dir": str(run_dir),
+        "best_checkpoint": best_ckpt.path,
+        "best_metrics": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))},
+        "last_metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+        "config": cfg.model_dump(),
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
