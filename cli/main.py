@@ -176,5 +176,178 @@ def evaluate(
         console.print(f"wrote {out / 'paper_table.md'}, .csv and .png")
 
 
+@app.command()
+def tune(
+    config: Optional[Path] = typer.Option(None, help="SweepConfig YAML; the options below override it."),
+    data: Optional[str] = typer.Option(None, help="Preprocessed data directory (default runs/synthetic/data)."),
+    num_samples: Optional[int] = typer.Option(None, min=1, help="Trials (default 8)."),
+    max_concurrent: Optional[int] = typer.Option(None, min=1, help="Trials at once (default 2)."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per trial (ASHA's max_t)."),
+    objective: Optional[str] = typer.Option(None, help="mean_auc | business (per-tier task weights)."),
+    num_workers: Optional[int] = typer.Option(None, min=1, help="Ray Train workers per trial."),
+    gpu: Optional[bool] = typer.Option(None, "--gpu/--cpu", help="GPU or CPU trainer workers."),
+    storage: Optional[str] = typer.Option(None, help="Where sweeps go (default runs/tune)."),
+    registry: Optional[str] = typer.Option(None, help="Registry to export the best trial to (default runs/registry)."),
+    resume: Optional[str] = typer.Option(None, help="Resume the interrupted sweep of this name (Tuner.restore)."),
+    wandb: Optional[str] = typer.Option(None, help="offline | online | disabled (default offline)."),
+    address: Optional[str] = AddressOpt,
+) -> None:
+    """Sweep λ_t, τ and the learning rate with Ray Tune (Optuna + ASHA) over Ray Train; export the best."""
+    import yaml
+
+    from tamor.platform.ray_env import init_ray
+    from tamor.tuning.sweep import SweepConfig, sweep
+
+    raw = yaml.safe_load(config.read_text()) if config else {}
+    raw.update({k: v for k, v in {"num_samples": num_samples, "max_concurrent": max_concurrent, "objective": objective,
+                                  "storage_path": storage, "registry": registry, "wandb": wandb}.items() if v is not None})
+    train_over = {"data_dir": data, "epochs": epochs, "num_workers": num_workers, "use_gpu": gpu}
+    raw.setdefault("train", {}).update({k: v for k, v in train_over.items() if v is not None})
+    try:
+        cfg = SweepConfig.model_validate(raw)
+    except Exception as e:
+        _fail(f"invalid sweep config: {e}")
+    if not (Path(cfg.train.data_dir) / "feature_spec.json").exists():
+        _fail(f"no preprocessed data at {cfg.train.data_dir} (run `tamor generate` and `tamor preprocess` first)")
+    init_ray(address)
+    try:
+        summary = sweep(cfg, resume=resume)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    import pandas as pd
+
+    _print_frame(f"sweep {summary['name']}: trials", pd.read_csv(Path(summary["path"]) / "trials.csv").drop(columns=["checkpoint_path"]))
+    console.print(f"best trial {summary['best_trial']}: objective {summary['best_objective']:.4f} with {summary['best_params']}")
+    console.print(f"{summary['stopped_early']} of {summary['trials']} trials stopped early by ASHA; plots and CSV in {summary['path']}")
+    if "registry_version" in summary:
+        console.print(f"exported to the registry as {summary['registry_version']}")
+
+
+registry_app = typer.Typer(help="The model registry: list, show and promote versions.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(registry_app, name="registry")
+RegistryOpt = typer.Option("runs/registry", "--registry", help="Registry directory or URI.")
+
+
+@registry_app.command("list")
+def registry_list(registry: str = RegistryOpt) -> None:
+    """Every version with its metric, source and aliases."""
+    from tamor.platform.registry import Registry, RegistryError
+
+    reg = Registry(registry)
+    aliases: dict[str, list[str]] = {}
+    for alias, version in reg.aliases().items():
+        aliases.setdefault(version, []).append(alias)
+    versions = reg.versions()
+    if not versions:
+        console.print(f"no versions in {registry}")
+        return
+    computed = {}
+    for ref in ("latest", "best"):
+        try:
+            computed.setdefault(reg.resolve(ref).name, []).append(ref)
+        except RegistryError:
+            pass
+    table = Table(title=f"registry {registry}")
+    for col in ("version", "created", "model", "metric", "value", "source", "aliases"):
+        table.add_column(col)
+    for v in versions:
+        m = v.meta
+        table.add_row(v.name, m["created"], m["config"]["name"], m["metric"], f"{m['metric_value']:.4f}" if m["metric_value"] is not None else "",
+                      m["source"].get("sweep") or m["source"].get("run", ""), ", ".join(computed.get(v.name, []) + aliases.get(v.name, [])))
+    console.print(table)
+
+
+@registry_app.command("show")
+def registry_show(ref: str = typer.Argument("latest", help="latest | best | an alias | a version"), registry: str = RegistryOpt) -> None:
+    """One version's metadata (metrics, config, source) as JSON."""
+    import json
+
+    from tamor.platform.registry import Registry, RegistryError
+
+    try:
+        version = Registry(registry).resolve(ref)
+    except RegistryError as e:
+        _fail(str(e))
+    meta = {k: v for k, v in version.meta.items() if k != "feature_spec"}
+    console.print_json(json.dumps(meta, default=str))
+
+
+@registry_app.command("promote")
+def registry_promote(ref: str = typer.Argument(..., help="The version (or latest / best) to promote."),
+                     alias: str = typer.Option("production", help="The alias to point at it."), registry: str = RegistryOpt) -> None:
+    """Point an alias (default: production) at a version; serving can follow the alias."""
+    from tamor.platform.registry import Registry, RegistryError
+
+    try:
+        version = Registry(registry).promote(ref, alias)
+    except RegistryError as e:
+        _fail(str(e))
+    console.print(f"{alias} → {version.name}")
+
+
+@app.command("serve")
+def serve_cmd(
+    data: str = typer.Option("runs/synthetic/data", help="Preprocessed data (feature spec, online/ snapshot, vocabularies)."),
+    registry: str = typer.Option("runs/registry", help="Model registry to serve from."),
+    ref: str = typer.Option("latest", help="Registry version or alias: latest | best | production | v0003."),
+    checkpoint: Optional[str] = typer.Option(None, help="Serve a checkpoint instead of a registry version."),
+    redis: Optional[str] = typer.Option(None, help="Redis URL for the feature store (default: the embedded snapshot)."),
+    host: str = typer.Option("127.0.0.1", help="HTTP host (loopback unless you mean otherwise)."),
+    port: int = typer.Option(8000, help="HTTP port."),
+    gpu: bool = typer.Option(False, "--gpu", help="Run the Ranker on a GPU."),
+    write_config: Optional[Path] = typer.Option(None, help="Only write a `serve deploy` / `serve run` config YAML here."),
+    address: Optional[str] = AddressOpt,
+) -> None:
+    """Serve the model over HTTP: FeatureLookup → Ranker (@serve.batch) → Reranker behind FastAPI."""
+    from tamor.serve.app import AppArgs, start, write_serve_config
+
+    args = AppArgs(data_dir=data, registry=registry, ref=ref, checkpoint=checkpoint, redis_url=redis,
+                   device="cuda" if gpu else "cpu", ranker_gpus=1.0 if gpu else 0.0)
+    if write_config:
+        write_serve_config(write_config, args, host=host, port=port)
+        console.print(f"wrote {write_config}: `serve run {write_config}` or `serve deploy {write_config}`")
+        return
+    if not (Path(data) / "feature_spec.json").exists():
+        _fail(f"no preprocessed data at {data}")
+    from tamor.platform.ray_env import init_ray
+
+    init_ray(address)
+    try:
+        args.model_source()
+        start(args, host=host, port=port, blocking=False)
+    except Exception as e:
+        _fail(f"could not start serving: {e}")
+    console.print(f"serving on http://{host}:{port}  (POST /recommend, GET /healthz, /version, /docs); Ctrl-C stops")
+    import time
+
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.shutdown()
+
+
+features_app = typer.Typer(help="The online feature store.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("load")
+def features_load(
+    redis: str = typer.Option(..., help="Redis URL, e.g. redis://127.0.0.1:6379/0"),
+    data: str = typer.Option("runs/synthetic/data", help="Preprocessed data whose online/ snapshot to load."),
+) -> None:
+    """Bulk-load the online/ snapshot into Redis for the serving feature store."""
+    from tamor.models.feature_spec import FeatureSpec
+    from tamor.serve.store import RedisStore
+
+    try:
+        counts = RedisStore(redis, FeatureSpec.load(data)).load(Path(data) / "online")
+    except Exception as e:
+        _fail(f"could not load {data}/online into {redis}: {e}")
+    console.print(f"loaded {counts['users']:,} users and {counts['items']:,} items into {redis}")
+
+
 if __name__ == "__main__":
     app()

@@ -33,6 +33,7 @@ from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
 
 CHECKPOINT_FILE = "model.pt"
 TRAINING_STATE_FILE = "training_state.pt"
+REPORT_FILE = "report.json"  # the epoch's reported metrics, beside each checkpoint
 
 
 class TrainConfig(BaseModel):
@@ -58,6 +59,11 @@ class TrainConfig(BaseModel):
     seed: int = 0
     wandb: WandbMode = "offline"
     wandb_project: str = "tamor"
+    objective: dict[str, dict[str, float]] | None = Field(
+        None,
+        description="business objective: {tier: {task: weight}} over validation AUCs per tier; "
+        "reported as val_objective (the mean AUC over tasks when unset)",
+    )
     fail_at_epoch: int | None = Field(None, description="testing: a worker raises once at this epoch")
 
 
@@ -104,6 +110,17 @@ def model_tasks(model) -> list[str]:
 def _mean_auc(metrics: pd.DataFrame) -> float:
     overall = metrics[metrics["slice"] == "overall"]["auc"]
     return float(overall.mean()) if overall.notna().any() else float("nan")
+
+
+def objective_value(metrics: pd.DataFrame, weights: dict[str, dict[str, float]] | None) -> float:
+    """Σ w[tier][task] · AUC(task, tier) / Σ w over the cells that have an AUC; mean AUC if no weights."""
+    if not weights:
+        return _mean_auc(metrics)
+    auc = metrics[metrics["slice"] == "tier"].set_index(["group", "task"])["auc"]
+    cells = [(w, auc.get((tier, task), float("nan"))) for tier, tasks in weights.items() for task, w in tasks.items()]
+    cells = [(w, a) for w, a in cells if np.isfinite(a)]
+    total = sum(w for w, _ in cells)
+    return float(sum(w * a for w, a in cells) / total) if total > 0 else float("nan")
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -169,6 +186,7 @@ def train_loop_per_worker(config: dict) -> None:
             "train_loss": total_loss / max(steps, 1),
             "train_samples_per_s": seen * ctx.get_world_size() / max(elapsed, 1e-9),
             "val_auc_mean": _mean_auc(metrics_table),
+            "val_objective": objective_value(metrics_table, cfg.objective),
             **{f"val_auc_{t}": float(overall.loc[t, "auc"]) for t in spec.task_names},
             **{f"val_logloss_{t}": float(overall.loc[t, "logloss"]) for t in spec.task_names},
         }
@@ -186,6 +204,7 @@ def train_loop_per_worker(config: dict) -> None:
                 torch.save(model_state(core), Path(tmp) / CHECKPOINT_FILE)
                 torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch, "best": best, "stale": stale}, Path(tmp) / TRAINING_STATE_FILE)
                 metrics_table.to_csv(Path(tmp) / "valid_metrics.csv", index=False)
+                (Path(tmp) / REPORT_FILE).write_text(json.dumps(metrics))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
         if stale >= cfg.patience:
@@ -207,22 +226,23 @@ def load_checkpoint_model(path: str | Path, map_location: str = "cpu"):
     return model_from_state(torch.load(file, map_location=map_location, weights_only=True))
 
 
-def read_split(data_dir: str | Path, split: str, spec: FeatureSpec) -> ray.data.Dataset:
-    return ray.data.read_parquet(str(Path(data_dir) / split)).select_columns(batch_columns(spec))
+def read_split(data_dir: str | Path, split: str, spec: FeatureSpec, read_cpus: float = 0.25) -> ray.data.Dataset:
+    """A split's model columns. Reads take a fractional CPU: they are I/O bound, and whole-CPU reads
+    would starve beside fractional trainer workers on a 2-CPU machine (concurrent trials hang)."""
+    return ray.data.read_parquet(str(Path(data_dir) / split), num_cpus=read_cpus).select_columns(batch_columns(spec))
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Fit, and return a summary: run name and directory, best checkpoint and its metrics."""
+def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None) -> TorchTrainer:
+    """The ``TorchTrainer`` for ``cfg``, its run stored as ``storage_path/name``."""
     spec = FeatureSpec.load(cfg.data_dir)  # fail early, on the driver, when the data is missing
     storage = Path(cfg.storage_path).resolve()
-    name = cfg.name or unique_name(cfg.model.name)
     run_dir = storage / name
     use_gpu = cfg.use_gpu if cfg.use_gpu is not None else bool(ray.cluster_resources().get("GPU", 0))
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     wandb_mode = resolve_mode(cfg.wandb)
     cfg = cfg.model_copy(update={"wandb": wandb_mode, "data_dir": str(Path(cfg.data_dir).resolve())})
     env = {"WANDB_MODE": wandb_mode, "WANDB_DIR": str(run_dir / "wandb"), "WANDB_SILENT": "true"}
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**cfg.model_dump(), "run_dir": str(run_dir)},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
@@ -234,15 +254,25 @@ def train(cfg: TrainConfig) -> dict:
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             worker_runtime_env={"env_vars": env},
+            callbacks=callbacks,
         ),
         datasets={"train": read_split(cfg.data_dir, "train", spec), "valid": read_split(cfg.data_dir, "valid", spec)},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
-    result = trainer.fit()
-    best_ckpt, best_metrics = max(
-        result.best_checkpoints,
-        key=lambda cm: (1 if cfg.mode == "max" else -1) * cm[1][cfg.metric],
-    )
+
+
+def best_of(result: ray.train.Result, metric: str, mode: str) -> tuple[ray.train.Checkpoint, dict]:
+    """The best kept checkpoint of a result and its metrics."""
+    sign = 1 if mode == "max" else -1
+    return max(result.best_checkpoints, key=lambda cm: sign * cm[1][metric])
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Fit, and return a summary: run name and directory, best checkpoint and its metrics."""
+    name = cfg.name or unique_name(cfg.model.name)
+    run_dir = Path(cfg.storage_path).resolve() / name
+    result = build_trainer(cfg, name).fit()
+    best_ckpt, best_metrics = best_of(result, cfg.metric, cfg.mode)
     summary = {
         "name": name,
         "run_dir": str(run_dir),
@@ -254,4 +284,3 @@ def train(cfg: TrainConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
-

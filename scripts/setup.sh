@@ -2,6 +2,13 @@
 # Set up a virtual environment in .venv with tamor and its test dependencies (idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A real Redis server for the Redis feature-store backend and its tests.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -q redis-server >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null 2>&1)) \
+      || echo "setup: could not install redis-server; the Redis tests will be skipped" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

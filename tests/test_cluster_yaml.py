@@ -6,7 +6,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.fixture

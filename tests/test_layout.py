@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 
 FOLDERS = ("platform", "models", "tuning", "serve", "cli")
 

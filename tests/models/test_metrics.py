@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_spec
+from helpers import make_spec
 from tamor.models.metrics import evaluate_predictions, paper_table
 
 

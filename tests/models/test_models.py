@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from conftest import make_spec, planted_columns
+from helpers import make_spec, planted_columns
 from tamor.models.config import ModelConfig
 from tamor.models.factory import MODELS, build_model, load_model, save_model
 from tamor.models.inputs import batch_from_columns

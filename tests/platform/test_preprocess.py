@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SHARED
+from helpers import SHARED
 from tamor.models.feature_spec import FeatureSpec
 from tamor.platform.preprocess import PreprocessError, preprocess
 from tamor.platform.schema import Source, load_schema

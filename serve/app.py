@@ -1,0 +1,102 @@
+"""The application builder and its Serve config.
+
+    serve run tamor.serve.app:build_app data_dir=runs/synthetic/data registry=runs/registry
+    serve build tamor.serve.app:build_app -o serve_config.yaml     # or: tamor serve --write-config
+
+``build_app`` takes its arguments as a dict (strings from the command line, or a config file's
+``args``), so one builder serves ``serve run``, ``serve deploy`` and ``tamor serve``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+
+from tamor.serve.deployments import FeatureLookup, Ingress, Ranker, Reranker
+from tamor.serve.policy import RerankPolicy
+
+APP_NAME = "tamor"
+IMPORT_PATH = "tamor.serve.app:build_app"
+
+
+class AppArgs(BaseModel):
+    """What the serving graph needs: the data (feature spec, online snapshot), a model, the policy."""
+
+    model_config = ConfigDict(extra="forbid")
+    data_dir: str = "runs/synthetic/data"
+    registry: str | None = "runs/registry"
+    ref: str = "latest"  # a registry version, alias, latest or best
+    checkpoint: str | None = None  # instead of the registry: a checkpoint directory or model.pt
+    redis_url: str | None = None  # the Redis backend instead of the embedded snapshot
+    device: str = "cpu"
+    ranker_cpus: float = Field(0.5, gt=0)
+    ranker_gpus: float = Field(0.0, ge=0)
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.003, ge=0)
+    max_candidates: int = Field(500, ge=1)
+    policy: RerankPolicy = Field(default_factory=RerankPolicy)
+
+    def model_source(self) -> dict[str, Any]:
+        if self.checkpoint:
+            return {"checkpoint": str(Path(self.checkpoint).resolve())}
+        if not self.registry:
+            raise ValueError("give a registry or a checkpoint to serve")
+        return {"registry": self.registry if "://" in self.registry else str(Path(self.registry).resolve()), "ref": self.ref}
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """The composed graph: Ingress → FeatureLookup → Ranker → Reranker."""
+    a = AppArgs.model_validate(args)
+    data_dir = str(Path(a.data_dir).resolve())
+    lookup = FeatureLookup.bind(data_dir, a.redis_url)
+    ranker = Ranker.options(
+        ray_actor_options={"num_cpus": a.ranker_cpus, "num_gpus": a.ranker_gpus}, user_config=a.model_source()
+    ).bind(a.device, a.max_batch_size, a.batch_wait_timeout_s)
+    reranker = Reranker.options(user_config={"policy": a.policy.model_dump()}).bind()
+    return Ingress.bind(lookup, ranker, reranker, a.max_candidates)
+
+
+def serve_config(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, max_ranker_replicas: int = 2) -> dict:
+    """A ``serve deploy`` / ``serve run`` config for ``args``: fractional CPUs, Ranker autoscaling."""
+    app_args = args.model_dump(exclude_none=True)
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": host, "port": port},
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": IMPORT_PATH,
+                "args": app_args,
+                "deployments": [
+                    {"name": "Ingress", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
+                    {"name": "FeatureLookup", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
+                    {
+                        "name": "Ranker",
+                        "max_ongoing_requests": 128,
+                        "autoscaling_config": {"min_replicas": 1, "max_replicas": max_ranker_replicas, "target_ongoing_requests": 32},
+                        "ray_actor_options": {"num_cpus": args.ranker_cpus, "num_gpus": args.ranker_gpus},
+                        "user_config": args.model_source(),
+                    },
+                    {"name": "Reranker", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
+                ],
+            }
+        ],
+    }
+
+
+def write_serve_config(path: str | Path, args: AppArgs, **kw: Any) -> dict:
+    config = serve_config(args, **kw)
+    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
+    return config
+
+
+def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, blocking: bool = False) -> None:
+    """Start Serve's HTTP proxy on ``host:port`` and run the app (a redeploy swaps the model in place)."""
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(args.model_dump()), name=APP_NAME, route_prefix="/", blocking=blocking)

@@ -1,0 +1,195 @@
+"""The serving graph, each stage its own Ray Serve deployment, wired with ``DeploymentHandle``s:
+
+    Ingress (FastAPI) ─► FeatureLookup ─► Ranker (@serve.batch) ─► Reranker
+
+Every deployment declares fractional CPUs so the whole graph starts on a 2-CPU machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from tamor.models.factory import load_model
+from tamor.models.feature_spec import FeatureSpec
+from tamor.models.inputs import batch_from_columns
+from tamor.platform.registry import Registry
+from tamor.serve.policy import RerankPolicy, rerank
+from tamor.serve.schemas import RecommendRequest, RecommendResponse
+from tamor.serve.store import open_store
+
+
+def encode_context(spec: FeatureSpec, vocab: dict[str, dict[str, int]], context: dict[str, Any], n: int) -> dict[str, np.ndarray]:
+    """Request context → encoded context columns (``[n]`` each); missing values → OOV id / the mean."""
+    cols = {}
+    for f in spec.categorical_on("context"):
+        value = context.get(f.name)
+        cols[f"f_{f.name}"] = np.full(n, vocab.get(f.name, {}).get(str(value), 0) if value is not None else 0, dtype=np.int64)
+    for f in spec.numeric_on("context"):
+        value = context.get(f.name)
+        if value is None:
+            z = 0.0
+        else:
+            x = float(value)
+            z = ((np.log1p(max(x, 0.0)) if f.log1p else x) - f.mean) / f.std
+        cols[f"f_{f.name}"] = np.full(n, z, dtype=np.float32)
+    return cols
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+class FeatureLookup:
+    """User and item features from the online store (embedded snapshot or Redis), plus the context."""
+
+    def __init__(self, data_dir: str, redis_url: str | None = None):
+        self.spec = FeatureSpec.load(data_dir)
+        self.store = open_store(self.spec, Path(data_dir) / "online", redis_url)
+        vocab_file = Path(data_dir) / "vocabularies.json"
+        self.vocab = json.loads(vocab_file.read_text()) if vocab_file.exists() else {}
+
+    def snapshot(self) -> str:
+        return self.store.snapshot_id()
+
+    def lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict) -> dict:
+        if item_ids is None:
+            unknown = sorted(set(scenarios) - set(self.spec.scenarios))
+            if unknown:
+                return {"error": f"unknown scenarios {unknown}; known: {self.spec.scenarios}"}
+            item_ids = self.store.item_ids([self.spec.scenarios.index(s) for s in scenarios])
+        user, user_known = self.store.get("users", [user_id])
+        items, items_known = self.store.get("items", list(item_ids))
+        n = len(items)
+        cols = {c: np.repeat(user[c].to_numpy(), n) for c in user.columns}
+        cols.update({c: items[c].to_numpy() for c in items.columns})
+        cols.update(encode_context(self.spec, self.vocab, context, n))
+        for c in cols:
+            if c.startswith("f_"):
+                kind = np.float32 if any(f"f_{f.name}" == c for f in self.spec.numeric) else np.int64
+                cols[c] = cols[c].astype(kind)
+        cols["tier"], cols["scenario"] = cols["tier"].astype(np.int64), cols["scenario"].astype(np.int64)
+        return {
+            "columns": cols,
+            "item_ids": list(item_ids),
+            "items_known": items_known.tolist(),
+            "user_known": bool(user_known[0]),
+            "tier": self.spec.tiers[int(cols["tier"][0])] if n else self.spec.tiers[int(user["tier"].iloc[0])],
+            "scenarios": [self.spec.scenarios[int(s)] for s in cols["scenario"]],
+        }
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+class Ranker:
+    """The registry's (or a checkpoint's) model behind dynamic batching: candidates ``[n]`` → ``[n, T]``.
+
+    ``user_config`` = ``{"registry": ..., "ref": "latest"}`` or ``{"checkpoint": path}``; changing it
+    (``serve deploy`` / ``serve.run`` with a new config) swaps the model in place, without a restart.
+    """
+
+    def __init__(self, device: str = "cpu", max_batch_size: int = 32, batch_wait_timeout_s: float = 0.003):
+        self.device = torch.device(device if device != "cuda" or torch.cuda.is_available() else "cpu")
+        self.model, self.version = None, "none"
+        self.rank.set_max_batch_size(max_batch_size)
+        self.rank.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def reconfigure(self, config: dict) -> None:
+        if config.get("checkpoint"):
+            path = Path(config["checkpoint"])
+            file, version = (path / "model.pt" if path.is_dir() else path), f"checkpoint:{path}"
+        else:
+            registry = Registry(config["registry"])
+            resolved = registry.resolve(config.get("ref", "latest"))
+            file, version = registry.local_model_file(resolved.name), resolved.name
+        model = load_model(file, map_location=self.device)
+        torch.set_grad_enabled(False)
+        self.model, self.version = model, version  # one assignment: in-flight batches keep the old model
+
+    def model_version(self) -> dict:
+        return {"version": self.version, "model": self.model.config.name, "tasks": self.model.tasks}
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.003)
+    async def rank(self, requests: list[dict[str, np.ndarray]]) -> list[dict]:
+        model, version = self.model, self.version
+        sizes = [len(r["tier"]) for r in requests]
+        cols = {k: np.concatenate([r[k] for r in requests]) for k in requests[0]}
+        probs = model.predict_proba(batch_from_columns(model.spec, cols, device=self.device)).cpu().numpy()
+        return [{"probs": p, "version": version, "tasks": model.tasks} for p in np.split(probs, np.cumsum(sizes)[:-1])]
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+class Reranker:
+    """Per-tier objective weights, eligibility filters and a per-scenario cap → the final ranking."""
+
+    def __init__(self, policy: dict | None = None):
+        self.policy = RerankPolicy.model_validate(policy or {})
+
+    def reconfigure(self, config: dict) -> None:
+        if config.get("policy"):
+            self.policy = RerankPolicy.model_validate(config["policy"])
+
+    def rerank(self, tier: str, tasks: list[str], item_ids: list[str], scenarios: list[str], probs: np.ndarray, top_n: int) -> list[dict]:
+        return rerank(self.policy, tier, tasks, item_ids, scenarios, probs, top_n)
+
+
+api = FastAPI(title="tamor", description="Tier-aware multi-objective recommendation: lookup → rank → rerank.")
+MAX_BODY_BYTES = 64 * 1024
+
+
+@api.middleware("http")
+async def limit_body(request: Request, call_next):
+    limit = getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return JSONResponse(status_code=413, content={"detail": f"request body over {limit} bytes"})
+    return await call_next(request)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, lookup: DeploymentHandle, ranker: DeploymentHandle, reranker: DeploymentHandle,
+                 max_candidates: int = 500, max_body_bytes: int = MAX_BODY_BYTES):
+        self.lookup, self.ranker, self.reranker = lookup, ranker, reranker
+        self.max_candidates = max_candidates
+        api.state.max_body_bytes = max_body_bytes
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/version")
+    async def version(self) -> dict:
+        model = await self.ranker.model_version.remote()
+        return {"model_version": model["version"], "model": model["model"], "tasks": model["tasks"],
+                "feature_snapshot": await self.lookup.snapshot.remote()}
+
+    @api.post("/recommend", response_model=RecommendResponse)
+    async def recommend(self, body: RecommendRequest) -> RecommendResponse:
+        start = time.perf_counter()
+        if body.item_ids is not None and len(body.item_ids) > self.max_candidates:
+            raise HTTPException(422, f"at most {self.max_candidates} candidate items, got {len(body.item_ids)}")
+        found = await self.lookup.lookup.remote(body.user_id, body.item_ids, body.scenarios, body.context)
+        if "error" in found:
+            raise HTTPException(422, found["error"])
+        if len(found["item_ids"]) > self.max_candidates:
+            raise HTTPException(422, f"the scenarios hold {len(found['item_ids'])} items, over {self.max_candidates}")
+        scored = await self.ranker.rank.remote(found["columns"])
+        ranked = await self.reranker.rerank.remote(
+            found["tier"], scored["tasks"], found["item_ids"], found["scenarios"], scored["probs"], body.top_n
+        )
+        known = dict(zip(found["item_ids"], found["items_known"]))
+        return RecommendResponse(
+            user_id=body.user_id,
+            tier=found["tier"],
+            cold_start_user=not found["user_known"],
+            model_version=scored["version"],
+            items=[{**r, "cold_start": not known[r["item_id"]]} for r in ranked],
+            unknown_items=[i for i, k in known.items() if not k],
+        )

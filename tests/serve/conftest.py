@@ -1,0 +1,84 @@
+"""Serving fixtures: a real redis-server, a model in a registry, and one running Serve app over HTTP."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from helpers import REPO  # noqa: F401
+from tamor.models.config import ModelConfig
+from tamor.models.factory import build_model, save_model
+from tamor.models.feature_spec import FeatureSpec
+from tamor.platform.registry import Registry
+
+TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, ple_levels=1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a free loopback port for the session."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path_factory.mktemp("redis"))],
+        stdout=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def registry_with_model(synthetic_data, tmp_path_factory):
+    """A registry holding one untrained-but-valid TAMOR version for the synthetic data."""
+    root = tmp_path_factory.mktemp("serving")
+    spec = FeatureSpec.load(synthetic_data)
+    path = root / "model.pt"
+    save_model(build_model(TINY, spec), path)
+    registry = Registry(root / "registry")
+    registry.export(path, {"val_auc_mean": 0.5}, metric="val_auc_mean", source={"run": "fixture"})
+    return registry
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_session, synthetic_data, registry_with_model):
+    """The full graph running on a local Serve instance, reached over real HTTP."""
+    from ray import serve
+
+    from tamor.serve.app import AppArgs, start
+
+    port = free_port()
+    args = AppArgs(data_dir=str(synthetic_data), registry=str(registry_with_model.root), ranker_cpus=0.2)
+    start(args, port=port)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    yield url, args
+    serve.shutdown()

@@ -1,0 +1,128 @@
+"""The serving graph over real HTTP: ranked answers, cold start, 4xx for bad bodies, model updates."""
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from tamor.models.factory import load_model, save_model
+
+
+@pytest.fixture(scope="module")
+def known(synthetic_data):
+    users = pd.read_parquet(synthetic_data / "online" / "users")
+    items = pd.read_parquet(synthetic_data / "online" / "items")
+    return users, items
+
+
+def post(url, body):
+    return httpx.post(f"{url}/recommend", json=body, timeout=30)
+
+
+def test_a_known_user_gets_top_n_of_its_candidates_in_reranked_order(serve_url, known):
+    url, _ = serve_url
+    users, items = known
+    user = users.iloc[0]
+    candidates = items["item_id"].tolist()[:40]
+    r = post(url, {"user_id": user["user_id"], "item_ids": candidates, "top_n": 8, "context": {"page": "home", "hour": "h9"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert not body["cold_start_user"] and body["tier"] == ["new", "low", "high"][int(user["tier"])]
+    ranked = body["items"]
+    assert len(ranked) == 8 and {i["item_id"] for i in ranked} <= set(candidates)
+    scores = [i["score"] for i in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert all(set(i["probabilities"]) == {"click", "conversion", "invest", "large_invest", "high_holding"} for i in ranked)
+    assert max(pd.Series([i["scenario"] for i in ranked]).value_counts()) <= 3  # the default scenario cap
+    assert body["model_version"] == "v0001"
+
+
+def test_an_unknown_user_and_item_get_a_flagged_cold_start_answer(serve_url, known):
+    url, _ = serve_url
+    _, items = known
+    r = post(url, {"user_id": "never-seen", "item_ids": ["card-from-the-future", *items["item_id"][:5]], "top_n": 6})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["cold_start_user"] and body["tier"] == "new"
+    assert body["unknown_items"] == ["card-from-the-future"]
+    assert [i["cold_start"] for i in body["items"] if i["item_id"] == "card-from-the-future"] in ([True], [])
+
+
+def test_candidates_by_scenario(serve_url, known):
+    url, _ = serve_url
+    users, _ = known
+    r = post(url, {"user_id": users["user_id"].iloc[1], "scenarios": ["fund", "gold"], "top_n": 5})
+    assert r.status_code == 200, r.text
+    assert {i["scenario"] for i in r.json()["items"]} <= {"fund", "gold"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user_id": 42, "item_ids": ["i1"]},  # wrong type
+        {"user_id": "u1", "item_ids": []},  # empty candidates
+        {"user_id": "u1", "item_ids": [f"i{i}" for i in range(501)]},  # too many
+        {"user_id": "u1", "item_ids": ["i1"], "colour": "red"},  # unknown field
+        {"user_id": "u1"},  # no candidates at all
+        {"user_id": "u1", "item_ids": ["i1"], "scenarios": ["fund"]},  # both
+        {"user_id": "u1", "item_ids": ["i1"], "top_n": 0},
+        {"user_id": "u1", "scenarios": ["casino"]},  # unknown scenario
+        "not even an object",
+    ],
+)
+def test_invalid_bodies_get_a_4xx_with_a_message_never_a_5xx(serve_url, body):
+    url, _ = serve_url
+    r = post(url, body)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["detail"]
+
+
+def test_an_oversized_body_is_refused(serve_url):
+    url, _ = serve_url
+    r = httpx.post(f"{url}/recommend", content=b"{" + b" " * 100_000 + b"}", headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 413
+
+
+def test_health_version_and_openapi(serve_url):
+    url, _ = serve_url
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+    version = httpx.get(f"{url}/version").json()
+    assert version["model"] == "tamor" and version["feature_snapshot"].startswith("embedded:")
+    assert "/recommend" in httpx.get(f"{url}/openapi.json").json()["paths"]
+
+
+def test_a_model_update_drops_no_request_and_serves_the_new_version(serve_url, registry_with_model, known, tmp_path):
+    from tamor.serve.app import start
+
+    url, args = serve_url
+    users, items = known
+    model = load_model(registry_with_model.local_model_file("latest"))
+    save_model(model, tmp_path / "v2.pt")
+    new = registry_with_model.export(tmp_path / "v2.pt", {"val_auc_mean": 0.6}, metric="val_auc_mean")
+    body = {"user_id": users["user_id"].iloc[2], "item_ids": items["item_id"].tolist()[:30], "top_n": 5}
+    statuses, versions, stop = [], [], threading.Event()
+
+    def client():
+        deadline = time.time() + 120
+        while not stop.is_set() and time.time() < deadline:
+            r = post(url, body)
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                versions.append(r.json()["model_version"])
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    time.sleep(1.0)
+    start(args.model_copy(update={"ref": new.name}), port=int(url.rsplit(":", 1)[1]))  # redeploy: new user_config
+    deadline = time.time() + 60
+    while time.time() < deadline and (not versions or versions[-1] != new.name):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    stop.set()
+    thread.join()
+    assert statuses and set(statuses) == {200}, f"failed requests during the update: {sorted(set(statuses))}"
+    assert versions[0] == "v0001" and versions[-1] == new.name
+    assert np.all(np.diff([int(v[1:]) for v in versions]) >= 0)  # never back to the old model

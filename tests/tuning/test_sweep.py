@@ -1,0 +1,98 @@
+"""Ray Tune over Ray Train: ASHA stops a trial early, Optuna searches λ/τ/lr, the best is exported,
+and an interrupted sweep resumes."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tamor.models.config import ModelConfig
+from tamor.models.factory import load_model
+from tamor.platform.registry import Registry
+from tamor.platform.tracking import read_offline_history
+from tamor.platform.train import TrainConfig
+from tamor.tuning.sweep import BUSINESS_OBJECTIVE, SweepConfig, check_fits, sweep, trial_train_config
+
+TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, ple_levels=1)
+
+
+def sweep_config(data, tmp_path, **kw) -> SweepConfig:
+    train = TrainConfig(data_dir=str(data), model=TINY, epochs=3, batch_size=2048, cpus_per_worker=0.25, patience=3)
+    base = dict(train=train, num_samples=4, max_concurrent=2, storage_path=str(tmp_path / "tune"),
+                registry=str(tmp_path / "registry"), reduction_factor=2)
+    return SweepConfig(**{**base, **kw})
+
+
+def test_a_sweep_that_would_starve_ray_data_is_refused_up_front():
+    cfg = SweepConfig(max_concurrent=3, train=TrainConfig(cpus_per_worker=0.5))
+    with pytest.raises(ValueError, match="wait forever"):
+        check_fits(cfg, cluster_cpus=2)
+    check_fits(cfg.model_copy(update={"max_concurrent": 1}), cluster_cpus=2)
+
+
+def test_trial_config_carries_lambda_tau_and_lr():
+    params = {"lambda_click": 2.0, "lambda_invest": 0.5, "temperature": 0.1, "lr": 0.004}
+    cfg = trial_train_config(TrainConfig(), params, ["click", "invest"])
+    assert cfg.model.loss_weights == {"click": 2.0, "invest": 0.5}
+    assert cfg.model.temperature == 0.1 and cfg.lr == 0.004
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(ray_session, synthetic_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    cfg = sweep_config(synthetic_data, tmp, objective="business")
+    return cfg, sweep(cfg)
+
+
+def test_sweep_runs_asha_stops_early_and_exports_the_best(finished_sweep):
+    cfg, summary = finished_sweep
+    trials = pd.read_csv(Path(summary["path"]) / "trials.csv")
+    assert len(trials) == 4 and (trials["status"] == "TERMINATED").all()
+    assert (trials["epochs"] < 3).any(), "ASHA stopped no trial early"
+    assert trials["temperature"].nunique() == 4  # Optuna proposed different τ
+    version = Registry(cfg.registry).resolve("latest")
+    assert version.meta["source"]["sweep"] == summary["name"]
+    assert version.meta["metric_value"] == pytest.approx(trials["val_objective"].max())
+    assert (Path(summary["path"]) / "trials.png").stat().st_size > 0
+
+
+def test_exported_version_reloads_and_scores_a_batch(finished_sweep, synthetic_data):
+    import sys
+
+    cfg, summary = finished_sweep
+    model = load_model(Registry(cfg.registry).local_model_file("latest"))
+    assert model.config.temperature == pytest.approx(summary["best_params"]["temperature"])
+    frame = pd.read_parquet(synthetic_data / "test").head(64)
+    from tamor.models.inputs import batch_from_columns
+
+    probs = model.predict_proba(batch_from_columns(model.spec, {c: frame[c].to_numpy() for c in frame.columns}))
+    assert probs.shape == (64, 5) and float(probs.min()) >= 0 and float(probs.max()) <= 1
+
+
+def test_each_trial_has_an_offline_wandb_run(finished_sweep):
+    _, summary = finished_sweep
+    history = read_offline_history(Path(summary["path"]) / "wandb")
+    assert sum(1 for row in history if "val_objective" in row) >= 4
+
+
+def test_business_objective_weights_tiers(finished_sweep):
+    assert set(BUSINESS_OBJECTIVE) == {"new", "low", "high"}
+    assert BUSINESS_OBJECTIVE["low"]["large_invest"] > BUSINESS_OBJECTIVE["new"].get("large_invest", 0)
+
+
+def test_an_interrupted_sweep_resumes(ray_session, synthetic_data, tmp_path):
+    # Every trial's trainer dies once at epoch 1 (max_failures=0 inside a sweep), so the first
+    # fit ends with errored trials: an interrupted sweep. Tuner.restore re-runs them; each trainer
+    # run resumes from its own last checkpoint, so epoch 0 is not trained twice.
+    cfg = sweep_config(synthetic_data, tmp_path, num_samples=2, registry=None)
+    cfg.train.fail_at_epoch = 1
+    first = sweep(cfg)
+    before = pd.read_csv(Path(first["path"]) / "trials.csv")
+    assert (before["status"] == "ERROR").all()
+    resumed = sweep(cfg, resume=first["name"])
+    after = pd.read_csv(Path(resumed["path"]) / "trials.csv")
+    assert (after["status"] == "TERMINATED").all() and len(after) == 2
+    for log in (Path(first["path"]) / "trainer_runs").glob("*/epochs.jsonl"):
+        epochs = [json.loads(line)["epoch"] for line in log.read_text().splitlines()]
+        assert epochs.count(0) == 1 and max(epochs) >= 1

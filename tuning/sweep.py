@@ -1,0 +1,264 @@
+"""`tamor tune`: a Ray Tune sweep whose trials each run the real ``TorchTrainer`` training.
+
+Train V2 way: each trial is a small function that builds the trainer and calls ``fit()``; the
+trainer's reports reach Tune through ``TuneReportCallback``. Optuna proposes (per-task loss
+weights λ_t, the soft-encoding temperature τ, the learning rate), ASHA stops poor trials early, and
+the best trial's best checkpoint is exported to the model registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import ray  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune.integration.ray_train import TuneReportCallback  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler  # noqa: E402
+from ray.tune.search import ConcurrencyLimiter  # noqa: E402
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
+
+from tamor.models.feature_spec import FeatureSpec  # noqa: E402
+from tamor.platform.registry import Registry  # noqa: E402
+from tamor.platform.tracking import Tracker, WandbMode, resolve_mode  # noqa: E402
+from tamor.platform.train import CHECKPOINT_FILE, REPORT_FILE, TrainConfig, build_trainer, unique_name  # noqa: E402
+
+# A business objective: what each tier's cards are for (new users: activity; low: lift over 100).
+BUSINESS_OBJECTIVE: dict[str, dict[str, float]] = {
+    "new": {"click": 1.0, "conversion": 1.0, "invest": 1.0},
+    "low": {"large_invest": 2.0, "high_holding": 2.0, "invest": 1.0},
+    "high": {"large_invest": 1.0, "invest": 1.0},
+}
+
+
+class Range(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+
+
+class SweepConfig(BaseModel):
+    """A sweep: the base training config, the search space and the search itself."""
+
+    model_config = ConfigDict(extra="forbid")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    loss_weight: Range = Range(low=0.25, high=4.0)  # λ_t, log-uniform, one per task
+    temperature: Range = Range(low=0.05, high=5.0)  # τ, log-uniform
+    lr: Range = Range(low=1e-3, high=1e-2)
+    objective: Literal["mean_auc", "business"] = "mean_auc"
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial gets before it can be stopped")
+    reduction_factor: int = Field(2, ge=2)
+    trial_cpus: float = Field(0.1, gt=0, description="the trial function's own CPU (it only drives the trainer)")
+    storage_path: str = "runs/tune"
+    name: str | None = None
+    registry: str | None = "runs/registry"
+    wandb: WandbMode = "offline"
+    seed: int = 0
+
+
+def search_space(cfg: SweepConfig, tasks: list[str]) -> dict[str, Any]:
+    space = {f"lambda_{t}": tune.loguniform(cfg.loss_weight.low, cfg.loss_weight.high) for t in tasks}
+    space["temperature"] = tune.loguniform(cfg.temperature.low, cfg.temperature.high)
+    space["lr"] = tune.loguniform(cfg.lr.low, cfg.lr.high)
+    return space
+
+
+def trial_train_config(base: TrainConfig, params: dict[str, Any], tasks: list[str]) -> TrainConfig:
+    """The base training config with one trial's λ_t, τ and learning rate."""
+    model = base.model.model_copy(
+        update={
+            "loss_weights": {t: float(params[f"lambda_{t}"]) for t in tasks},
+            "temperature": float(params["temperature"]),
+        }
+    )
+    return base.model_copy(update={"model": model, "lr": float(params["lr"])})
+
+
+def run_trial(params: dict[str, Any]) -> None:
+    """One Tune trial: a full ``TorchTrainer`` run, its epoch reports forwarded to Tune."""
+    base = TrainConfig.model_validate(params["base"])
+    cfg = trial_train_config(base, params, params["tasks"])
+    context = tune.get_context()
+    name = f"{context.get_experiment_name()}-{context.get_trial_id()}"
+    cfg = cfg.model_copy(update={"name": name, "storage_path": params["train_storage"]})
+    build_trainer(cfg, name, callbacks=[TuneReportCallback()]).fit()
+
+
+def _objective_weights(cfg: SweepConfig) -> dict[str, dict[str, float]] | None:
+    return BUSINESS_OBJECTIVE if cfg.objective == "business" else None
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(cfg: SweepConfig, name: str) -> tune.Tuner:
+    spec = FeatureSpec.load(cfg.train.data_dir)
+    tasks = spec.task_names
+    storage = Path(cfg.storage_path).resolve()
+    base = cfg.train.model_copy(
+        update={
+            "data_dir": str(Path(cfg.train.data_dir).resolve()),
+            "wandb": "disabled",  # one W&B run per trial comes from the Tune-side callback
+            "objective": _objective_weights(cfg),
+            "metric": "val_objective",
+            "max_failures": 0,
+        }
+    )
+    space = {
+        **search_space(cfg, tasks),
+        "base": base.model_dump(),
+        "tasks": tasks,
+        "train_storage": str(storage / name / "trainer_runs"),
+    }
+    searcher = ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=cfg.max_concurrent)
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=cfg.train.epochs,
+        grace_period=cfg.grace_period,
+        reduction_factor=cfg.reduction_factor,
+    )
+    callbacks = []
+    mode = resolve_mode(cfg.wandb)
+    if mode != "disabled":
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        os.environ["WANDB_MODE"] = mode
+        (storage / name / "wandb").mkdir(parents=True, exist_ok=True)
+        callbacks.append(
+            WandbLoggerCallback(project="tamor-tune", group=name, mode=mode, dir=str(storage / name / "wandb"),
+                                excludes=["base", "tasks", "train_storage"], log_config=True)
+        )
+    return tune.Tuner(
+        tune.with_resources(run_trial, {"cpu": cfg.trial_cpus}),
+        param_space=space,
+        tune_config=tune.TuneConfig(metric="val_objective", mode="max", search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
+                                    trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=callbacks),
+    )
+
+
+def trials_table(grid: tune.ResultGrid, tasks: list[str]) -> pd.DataFrame:
+    """One row per trial: its parameters, best objective, epochs run and status."""
+    rows = []
+    for result in grid:
+        cfg = result.config or {}
+        history = result.metrics_dataframe
+        best = history["val_objective"].max() if history is not None and "val_objective" in history else float("nan")
+        rows.append(
+            {
+                "trial_id": (result.metrics or {}).get("trial_id", Path(result.path).name),
+                "status": "ERROR" if result.error else "TERMINATED",
+                "epochs": int(history["training_iteration"].max()) if history is not None and len(history) else 0,
+                "val_objective": best,
+                "temperature": cfg.get("temperature"),
+                "lr": cfg.get("lr"),
+                **{f"lambda_{t}": cfg.get(f"lambda_{t}") for t in tasks},
+                "checkpoint_path": (result.metrics or {}).get("checkpoint_path"),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("val_objective", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def plot_trials(table: pd.DataFrame, tasks: list[str], path: Path) -> None:
+    """The objective against τ and against each λ_t (log x axes)."""
+    params = ["temperature", *[f"lambda_{t}" for t in tasks]]
+    fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3.0), sharey=True)
+    for ax, param in zip(axes, params):
+        ax.scatter(table[param], table["val_objective"], c=table["epochs"], cmap="viridis")
+        ax.set_xscale("log")
+        ax.set_xlabel("τ" if param == "temperature" else f"λ {param[7:]}")
+    axes[0].set_ylabel("validation objective (colour: epochs run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def best_checkpoint_dir(trainer_runs: Path, trial_id: str, metric: str = "val_objective") -> tuple[Path, dict]:
+    """The best checkpoint a trial's trainer kept, by its own per-epoch log."""
+    runs = [d for d in trainer_runs.iterdir() if d.name.endswith(trial_id)]
+    if not runs:
+        raise FileNotFoundError(f"no trainer run for trial {trial_id} under {trainer_runs}")
+    best_dir, best_metrics = None, None
+    for ckpt in sorted(runs[0].glob("checkpoint_*")):
+        report = ckpt / REPORT_FILE
+        if not (ckpt / CHECKPOINT_FILE).exists() or not report.exists():
+            continue
+        metrics = json.loads(report.read_text())
+        if best_metrics is None or metrics[metric] > best_metrics[metric]:
+            best_dir, best_metrics = ckpt, metrics
+    if best_dir is None:
+        raise FileNotFoundError(f"trial {trial_id} kept no checkpoint")
+    return best_dir, best_metrics
+
+
+def check_fits(cfg: SweepConfig, cluster_cpus: float) -> None:
+    """Refuse a sweep whose concurrent trials would leave Ray Data no whole CPU (it would hang)."""
+    t = cfg.train
+    if t.use_gpu:
+        return
+    reserved = cfg.max_concurrent * (cfg.trial_cpus + t.num_workers * t.cpus_per_worker)
+    if cluster_cpus - reserved < 1.0:
+        raise ValueError(
+            f"{cfg.max_concurrent} concurrent trials reserve {reserved:.2f} of {cluster_cpus:.0f} CPUs, leaving "
+            "Ray Data less than the 1 CPU its tasks need, so trials would wait forever: lower "
+            "max_concurrent, num_workers or cpus_per_worker"
+        )
+
+
+def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
+    """Run (or resume) a sweep; export the best trial to the registry; return a summary."""
+    check_fits(cfg, ray.cluster_resources().get("CPU", 0))
+    name = resume or cfg.name or unique_name("sweep")
+    storage = Path(cfg.storage_path).resolve()
+    path = storage / name
+    tasks = FeatureSpec.load(cfg.train.data_dir).task_names
+    if resume:
+        if not tune.Tuner.can_restore(str(path)):
+            raise FileNotFoundError(f"no sweep to resume at {path}")
+        tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(run_trial, {"cpu": cfg.trial_cpus}), resume_errored=True)
+    else:
+        tuner = build_tuner(cfg, name)
+    grid = tuner.fit()
+    table = trials_table(grid, tasks)
+    table.to_csv(path / "trials.csv", index=False)
+    plot_trials(table, tasks, path / "trials.png")
+    best = table.iloc[0]
+    ckpt_dir, best_metrics = best_checkpoint_dir(path / "trainer_runs", best["trial_id"])
+    summary: dict[str, Any] = {
+        "name": name,
+        "path": str(path),
+        "best_trial": best["trial_id"],
+        "best_objective": float(best["val_objective"]),
+        "best_params": {k: float(best[k]) for k in ["temperature", "lr", *[f"lambda_{t}" for t in tasks]]},
+        "best_checkpoint": str(ckpt_dir),
+        "trials": len(table),
+        "stopped_early": int((table["epochs"] < cfg.train.epochs).sum()),
+    }
+    if cfg.registry:
+        version = Registry(cfg.registry).export(
+            ckpt_dir / CHECKPOINT_FILE,
+            {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))},
+            metric="val_objective",
+            source={"kind": "sweep", "sweep": name, "trial": best["trial_id"], "objective": cfg.objective},
+            extra={"params": summary["best_params"]},
+        )
+        summary["registry_version"] = version.name
+    (path / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    tracker = Tracker(True, resolve_mode(cfg.wandb), path / "wandb", "tamor-tune", f"{name}-summary", {"sweep": cfg.model_dump()})
+    tracker.table("trials", table.drop(columns=["checkpoint_path"]))
+    tracker.image("objective_vs_params", path / "trials.png")
+    tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    tracker.finish()
+    return summary
+
