@@ -63,7 +63,7 @@ def registry_with_model(synthetic_data, tmp_path_factory):
     return registry
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def serve_url(ray_session, synthetic_data, registry_with_model):
     """The full graph running on a local Serve instance, reached over real HTTP."""
     from ray import serve
