@@ -5,7 +5,6 @@
 Every deployment declares fractional CPUs so the whole graph starts on a 2-CPU machine.
 """
 
-from __future__ import annotations
 
 import json
 import time
