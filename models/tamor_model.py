@@ -5,8 +5,12 @@
     user inputs ─► PLE (g_u = #tiers groups) ─► V_u [B, g_u, h] ─► r_u = V_u · w_u(tier)      [B, h]
     item inputs ─► PLE (g_i = #scenarios)    ─► V_i [B, g_i, h] ─► r_i = V_i · w_i(scenario)  [B, h]
     user inputs ─► bias tower ─► b [B, bias_dim] ─► user-level task logits (high_holding)
-    common towers (click, conversion):          [r_u, r_i, context]
-    user-specific towers (invest, large_invest): [r_u, r_i, context, b]
+    common towers (click, conversion):          [r_u, r_i, r_u ⊙ r_i, context]
+    user-specific towers (invest, large_invest): [r_u, r_i, r_u ⊙ r_i, context, b]
+
+The elementwise product r_u ⊙ r_i is our addition to the paper's tower inputs: it hands the towers
+the user × item interaction (e.g. a tier's taste for a scenario) that MMoE's experts get from seeing
+user and item features together, instead of leaving one small tower layer to discover it.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class TAMOR(MultiTaskModel):
         self.common = [t for t in self.tasks if t not in self.user_level and t not in self.user_specific]
         self.bias_tower = mlp(self.inputs.dims["user"], [*c.tower_dims, c.bias_dim], c.dropout)
         self.user_level_heads = nn.Linear(c.bias_dim, max(1, len(self.user_level)))
-        d_common = 2 * h + self.inputs.dims["context"]
+        d_common = 3 * h + self.inputs.dims["context"]
         self.towers = Towers(
             {t: d_common + (c.bias_dim if t in self.user_specific else 0) for t in self.common + self.user_specific},
             c.tower_dims,
@@ -56,7 +60,7 @@ class TAMOR(MultiTaskModel):
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         _, r_user, r_item, x_user = self._sides(batch)
         b = self.bias_tower(x_user)  # item-agnostic: user inputs only
-        common_in = torch.cat([r_user, r_item, self.inputs(batch, "context")], dim=-1)
+        common_in = torch.cat([r_user, r_item, r_user * r_item, self.inputs(batch, "context")], dim=-1)
         specific_in = torch.cat([common_in, b], dim=-1)
         out = self.towers({t: specific_in if t in self.user_specific else common_in for t in self.towers.towers})
         user_logits = self.user_level_heads(b)

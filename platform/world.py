@@ -210,6 +210,19 @@ def risk_match(risk_pref: np.ndarray, risk_level: np.ndarray) -> np.ndarray:
     return 1.0 - np.abs((pref * 2 + 1) - level) / 2.0
 
 
+def response_inputs(users: pd.DataFrame, items: pd.DataFrame, position: np.ndarray) -> dict[str, np.ndarray]:
+    """The :class:`ResponseModel`'s inputs for aligned rows of users and items (``[N]`` each)."""
+    return {
+        "tier": users["tier"].to_numpy(),
+        "scenario": items["scenario_idx"].to_numpy(),
+        "capacity": users["capacity"].to_numpy(),
+        "quality": items["quality"].to_numpy(),
+        "risk_match": risk_match(users["risk_pref"].to_numpy(), items["risk_level"].to_numpy()),
+        "activity": users["activity"].to_numpy(),
+        "position": np.asarray(position, dtype=float),
+    }
+
+
 def impressions(cfg: WorldConfig, block: int, users: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     """One block of impression logs (spread over all days), a pure function of ``(cfg.seed, block)``."""
     rng = np.random.default_rng([cfg.seed, 3, block])
@@ -220,16 +233,7 @@ def impressions(cfg: WorldConfig, block: int, users: pd.DataFrame, items: pd.Dat
     U, I = users.iloc[u].reset_index(drop=True), items.iloc[i].reset_index(drop=True)
     position = rng.integers(0, 10, size=n)
     tier = U["tier"].to_numpy()
-    labels = ResponseModel().sample(
-        rng,
-        tier=tier,
-        scenario=I["scenario_idx"].to_numpy(),
-        capacity=U["capacity"].to_numpy(),
-        quality=I["quality"].to_numpy(),
-        risk_match=risk_match(U["risk_pref"].to_numpy(), I["risk_level"].to_numpy()),
-        activity=U["activity"].to_numpy(),
-        position=position,
-    )
+    labels = ResponseModel().sample(rng, **response_inputs(U, I, position))
     # high_holding is one draw per (user, day): every row of a user on a day carries the same label.
     p_hh = ResponseModel.high_holding_probability(tier, U["capacity"].to_numpy())
     high_holding = (_hash_uniform(cfg.seed, u, day) < p_hh).astype(np.int8)

@@ -24,7 +24,7 @@ from tamor.platform.world import (
     WorldConfig,
     make_items,
     make_users,
-    risk_match,
+    response_inputs,
     tier_of,
 )
 from tamor.serve.deployments import encode_context
@@ -71,15 +71,7 @@ def oracle_scorer(world: WorldConfig) -> Scorer:
         n_u, n_i = len(visitors), len(items)
         u = visitors.loc[visitors.index.repeat(n_i)]
         it = items.iloc[np.tile(np.arange(n_i), n_u)]
-        p = truth.chain_probabilities(
-            tier=u["tier"].to_numpy(),
-            scenario=it["scenario_idx"].to_numpy(),
-            capacity=u["capacity"].to_numpy(),
-            quality=it["quality"].to_numpy(),
-            risk_match=risk_match(u["risk_pref"].to_numpy(), it["risk_level"].to_numpy()),
-            activity=u["activity"].to_numpy(),
-            position=np.zeros(len(u)),
-        )
+        p = truth.chain_probabilities(**response_inputs(u, it, np.zeros(len(u))))
         hh = truth.high_holding_probability(u["tier"].to_numpy(), u["capacity"].to_numpy())
         return np.stack([p[t] for t in TASKS[:4]] + [hh], axis=1).reshape(n_u, n_i, len(TASKS))
 
@@ -118,16 +110,7 @@ def simulate(world: WorldConfig, arms: dict[str, Scorer], cfg: SimConfig, policy
                 shown_i += list(picks)
                 position += list(range(len(picks)))
             u, it = users.loc[shown_u], items.iloc[shown_i]
-            acts = truth.sample(
-                rng,
-                tier=u["tier"].to_numpy(),
-                scenario=it["scenario_idx"].to_numpy(),
-                capacity=u["capacity"].to_numpy(),
-                quality=it["quality"].to_numpy(),
-                risk_match=risk_match(u["risk_pref"].to_numpy(), it["risk_level"].to_numpy()),
-                activity=u["activity"].to_numpy(),
-                position=np.asarray(position, dtype=float),
-            )
+            acts = truth.sample(rng, **response_inputs(u, it, position))
             # an investment adds to holdings; a large one is over 100 (the paper's definition)
             amount = np.where(acts["large_invest"] == 1, 100.0 + rng.exponential(200.0, len(u)),
                               np.where(acts["invest"] == 1, rng.uniform(1.0, 99.0, len(u)), 0.0))
