@@ -114,6 +114,40 @@ def main() -> None:
     serve.run(build_app(AppArgs(data_dir=str(data), registry=str(root / "registry")).model_dump()), name="tamor", route_prefix="/")
     serve.run(TrivialIngress.bind(Echo.bind(), Echo.bind()), name="trivial", route_prefix="/trivial")
 
+    # The Ranker alone (before any HTTP load): dynamic batching through a handle with up to
+    # `in_flight` concurrent calls, against the bare model in this process on one thread (as the
+    # replica's 0.5 CPU gets OMP_NUM_THREADS=1).
+    import torch
+
+    ranker = serve.get_deployment_handle("Ranker", app_name="tamor")
+    frame = pd.read_parquet(data / "test").head(args.candidates)
+    cols = {c: frame[c].to_numpy() for c in frame.columns if c.startswith("f_") or c in ("tier", "scenario")}
+    n_calls = 256
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    for _ in range(n_calls):
+        model.predict_proba(batch_from_columns(spec, cols))
+    direct = n_calls * args.candidates / (time.perf_counter() - start)
+    torch.set_num_threads(threads)
+
+    async def via_handle(in_flight: int) -> float:
+        gate = asyncio.Semaphore(in_flight)
+
+        async def call():
+            async with gate:
+                await ranker.rank.remote(cols)
+
+        await ranker.rank.remote(cols)
+        start = time.perf_counter()
+        await asyncio.gather(*[call() for _ in range(n_calls)])
+        return n_calls * args.candidates / (time.perf_counter() - start)
+
+    print(f"\nRanker: {args.candidates} candidates per call; the bare model (1 thread): {direct:,.0f} candidates/s")
+    for in_flight in (1, 32, 128):
+        rate = asyncio.run(via_handle(in_flight))
+        print(f"  through a handle, {in_flight:>3} calls in flight: {rate:>9,.0f} candidates/s ({rate / direct:.2f}x)")
+
     rng = np.random.default_rng(0)
     users = pd.read_parquet(data / "online" / "users")["user_id"].to_numpy()
     items = pd.read_parquet(data / "online" / "items")["item_id"].to_numpy()
@@ -130,25 +164,6 @@ def main() -> None:
               f"{base['p99']:>6.1f}ms {base['rps']:>7.1f} | {ours['p50'] / base['p50']:>8.2f}x"
               + (f"  errors: {ours['errors']}/{base['errors']}" if ours["errors"] or base["errors"] else ""))
 
-    # The Ranker alone: dynamic batching through a handle vs the bare model in this process.
-    ranker = serve.get_deployment_handle("Ranker", app_name="tamor")
-    frame = pd.read_parquet(data / "test").head(args.candidates)
-    cols = {c: frame[c].to_numpy() for c in frame.columns if c.startswith("f_") or c in ("tier", "scenario")}
-    n_calls = 400
-    start = time.perf_counter()
-    for _ in range(n_calls):
-        model.predict_proba(batch_from_columns(spec, cols))
-    direct = n_calls * args.candidates / (time.perf_counter() - start)
-
-    async def via_handle() -> float:
-        await ranker.rank.remote(cols)
-        start = time.perf_counter()
-        await asyncio.gather(*[ranker.rank.remote(cols) for _ in range(n_calls)])
-        return n_calls * args.candidates / (time.perf_counter() - start)
-
-    batched = asyncio.run(via_handle())
-    print(f"\nRanker, {n_calls} concurrent calls of {args.candidates} candidates: {batched:,.0f} candidates/s "
-          f"(dynamic batching) vs {direct:,.0f} candidates/s calling the model directly: {batched / direct:.2f}x")
     serve.shutdown()
 
 

@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--model", default="tamor")
     p.add_argument("--gpu", action="store_true")
+    p.add_argument("--torch-threads", type=int, default=None, help="intra-op threads of the Ray worker")
     args = p.parse_args()
     from tamor.models.config import ModelConfig
     from tamor.platform.generate import generate
@@ -72,13 +73,14 @@ def main() -> None:
     cfg = TrainConfig(
         data_dir=str(root / "data"), model=ModelConfig(name=args.model), epochs=args.epochs, batch_size=args.batch_size,
         use_gpu=args.gpu, storage_path=str(root / "runs"), wandb="disabled", patience=args.epochs,
-        cpus_per_worker=1.0 if args.gpu else 0.5,
+        cpus_per_worker=1.0 if args.gpu else 0.5, torch_threads=args.torch_threads,
     )
     summary = train(cfg)
     epochs = [json.loads(line) for line in (Path(summary["run_dir"]) / "epochs.jsonl").read_text().splitlines()]
     ray_rate = sum(e["train_samples_per_s"] for e in epochs[1:]) / max(len(epochs) - 1, 1)
     bare_rate = bare_loop(root / "data", cfg, args.epochs)
-    print(f"\nmodel={args.model} rows={args.rows:,} batch={args.batch_size} device={'cuda' if args.gpu else 'cpu'}")
+    print(f"\nmodel={args.model} rows={args.rows:,} batch={args.batch_size} device={'cuda' if args.gpu else 'cpu'} "
+          f"worker threads={args.torch_threads or 'Ray default'} bare-loop threads={torch.get_num_threads()}")
     print(f"{'tamor train (Ray Train + Ray Data)':<40}{ray_rate:>14,.0f} samples/s")
     print(f"{'bare PyTorch loop (tensors in memory)':<40}{bare_rate:>14,.0f} samples/s")
     print(f"{'ratio':<40}{ray_rate / bare_rate:>14.2f}x")

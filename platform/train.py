@@ -49,6 +49,9 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool | None = None  # None: use GPUs when the cluster has them
     cpus_per_worker: float = Field(0.5, gt=0, description="fractional, so Ray Data keeps a CPU on 2-CPU machines")
+    torch_threads: int | None = Field(
+        None, ge=1, description="intra-op threads per worker (Ray sets 1 for fractional CPUs; more can pay on CPU)"
+    )
     storage_path: str = "runs/train"
     name: str | None = None  # None: a unique name (reusing a name resumes that run)
     metric: str = "val_auc_mean"
@@ -130,6 +133,8 @@ def train_loop_per_worker(config: dict) -> None:
     rank = ctx.get_world_rank()
     spec = FeatureSpec.load(cfg.data_dir)
     torch.manual_seed(cfg.seed + rank)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     device = ray.train.torch.get_device()
     amp = device.type == "cuda"
 
