@@ -58,7 +58,7 @@ def write_report(run_dir: str | Path) -> Path:
         parts.append(
             f"## Simulated online A/B ({ab.get('days', '?')} days)\n\nNew high-holding users: "
             + ", ".join(f"{k} {v}" for k, v in ab["new_high_holding"].items())
-            + f" (visitors: " + ", ".join(f"{k} {v}" for k, v in ab["visitors"].items()) + "). "
+            + " (visitors: " + ", ".join(f"{k} {v}" for k, v in ab["visitors"].items()) + "). "
             f"Lift of {ab['treatment']} over {ab['control']} per visitor: **{100 * ab['lift']:+.2f}%** "
             f"(95% CI {100 * ab['ci95'][0]:+.1f}% to {100 * ab['ci95'][1]:+.1f}%, bootstrap over days). "
             "The paper reports +10.67% online.\n"

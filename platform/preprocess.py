@@ -109,10 +109,10 @@ def _fit_partials(batch: pd.DataFrame, schema: LogSchema, cuts: tuple[float, flo
 
     frames = [counts(f.column, train[f.column].fillna(MISSING)) for f in schema.features if f.type == "categorical"]
     frames.append(counts("__scenario__", train[schema.scenario.column].astype(str)))
-    for col, x in _numeric_values(train, schema).items():
+    for column, x in _numeric_values(train, schema).items():
         x = x[~np.isnan(x)]
         frames.append(
-            pd.DataFrame({"column": col, "value": ["__count__", "__sum__", "__sumsq__"], "n": [len(x), x.sum(), (x**2).sum()]})
+            pd.DataFrame({"column": column, "value": ["__count__", "__sum__", "__sumsq__"], "n": [len(x), x.sum(), (x**2).sum()]})
         )
     return pd.concat(frames, ignore_index=True)
 

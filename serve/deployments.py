@@ -7,7 +7,6 @@ Every deployment declares fractional CPUs so the whole graph starts on a 2-CPU m
 
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +170,6 @@ class Ingress:
 
     @api.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest) -> RecommendResponse:
-        start = time.perf_counter()
         if body.item_ids is not None and len(body.item_ids) > self.max_candidates:
             raise HTTPException(422, f"at most {self.max_candidates} candidate items, got {len(body.item_ids)}")
         found = await self.lookup.lookup.remote(body.user_id, body.item_ids, body.scenarios, body.context)

@@ -58,8 +58,6 @@ def test_sweep_runs_asha_stops_early_and_exports_the_best(finished_sweep):
 
 
 def test_exported_version_reloads_and_scores_a_batch(finished_sweep, synthetic_data):
-    import sys
-
     cfg, summary = finished_sweep
     model = load_model(Registry(cfg.registry).local_model_file("latest"))
     assert model.config.temperature == pytest.approx(summary["best_params"]["temperature"])
