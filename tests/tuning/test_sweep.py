@@ -41,16 +41,18 @@ def test_trial_config_carries_lambda_tau_and_lr():
 @pytest.fixture(scope="module")
 def finished_sweep(ray_session, synthetic_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
-    cfg = sweep_config(synthetic_data, tmp, objective="business")
+    # 6 trials, 2 at a time: ASHA (grace 1, factor 2) stops a trial that is below the median of
+    # those before it at a rung, so some trial is stopped unless all 6 improve in order.
+    cfg = sweep_config(synthetic_data, tmp, objective="business", num_samples=6)
     return cfg, sweep(cfg)
 
 
 def test_sweep_runs_asha_stops_early_and_exports_the_best(finished_sweep):
     cfg, summary = finished_sweep
     trials = pd.read_csv(Path(summary["path"]) / "trials.csv")
-    assert len(trials) == 4 and (trials["status"] == "TERMINATED").all()
+    assert len(trials) == 6 and (trials["status"] == "TERMINATED").all()
     assert (trials["epochs"] < 3).any(), "ASHA stopped no trial early"
-    assert trials["temperature"].nunique() == 4  # Optuna proposed different τ
+    assert trials["temperature"].nunique() == 6  # Optuna proposed different τ
     version = Registry(cfg.registry).resolve("latest")
     assert version.meta["source"]["sweep"] == summary["name"]
     assert version.meta["metric_value"] == pytest.approx(trials["val_objective"].max())
@@ -71,7 +73,7 @@ def test_exported_version_reloads_and_scores_a_batch(finished_sweep, synthetic_d
 def test_each_trial_has_an_offline_wandb_run(finished_sweep):
     _, summary = finished_sweep
     history = read_offline_history(Path(summary["path"]) / "wandb")
-    assert sum(1 for row in history if "val_objective" in row) >= 4
+    assert sum(1 for row in history if "val_objective" in row) >= 6
 
 
 def test_business_objective_weights_tiers(finished_sweep):
