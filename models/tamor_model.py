@@ -79,10 +79,6 @@ class TAMOR(MultiTaskModel):
         """Learned encodings: user ``[g_u, g_u]`` (tier → group weights) and item ``[g_i, g_i]``."""
         return {"user": self.user_encoding.weights().detach(), "item": self.item_encoding.weights().detach()}
 
-    def set_temperature(self, temperature: float) -> None:
-        self.user_encoding.temperature.fill_(temperature)
-        self.item_encoding.temperature.fill_(temperature)
-
     def gate_distributions(self) -> dict[str, Tensor]:
         gates = {f"user/{k}": v for k, v in self.user_ple.gate_distributions().items()}
         gates.update({f"item/{k}": v for k, v in self.item_ple.gate_distributions().items()})

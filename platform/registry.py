@@ -111,9 +111,6 @@ class Registry:
             raise RegistryError(f"no version or alias {ref!r} (known: {known})")
         return by_name[ref]
 
-    def model_path(self, ref: str = "latest") -> str:
-        return "/".join([self.resolve(ref).path, MODEL_FILE])
-
     def local_model_file(self, ref: str = "latest", cache_dir: str | Path | None = None) -> Path:
         """The version's ``model.pt`` as a local file (downloaded for remote registries)."""
         version = self.resolve(ref)
