@@ -89,6 +89,7 @@ def main() -> None:
     from tamor.models.config import ModelConfig
     from tamor.models.factory import build_model, save_model
     from tamor.models.feature_spec import FeatureSpec
+    from tamor.platform.data_dir import DataDir
     from tamor.models.inputs import batch_from_columns
     from tamor.platform.generate import generate
     from tamor.platform.preprocess import preprocess
@@ -105,7 +106,7 @@ def main() -> None:
         generate(WorldConfig(rows=60_000, seed=0), root / "world")
         preprocess(str(root / "world" / "logs"), load_schema("synthetic"), data)
     spec = FeatureSpec.load(data)
-    model = build_model(ModelConfig(), spec).eval()  # latency does not depend on the weights
+    model = build_model(ModelConfig(), spec, DataDir(data).encoder()).eval()  # latency does not depend on the weights
     save_model(model, root / "model.pt")
     Registry(root / "registry").export(root / "model.pt", {"m": 0.0}, metric="m")
 

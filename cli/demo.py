@@ -59,8 +59,10 @@ def sample_requests(url: str, data_dir: Path, n: int, candidates: int = 100, see
     import httpx
 
     rng = np.random.default_rng(seed)
-    users = pd.read_parquet(data_dir / "online" / "users")["user_id"].to_numpy()
-    items = pd.read_parquet(data_dir / "online" / "items")["item_id"].to_numpy()
+    from tamor.platform.data_dir import DataDir
+
+    users = pd.read_parquet(DataDir(data_dir).online("users"))["user_id"].to_numpy()
+    items = pd.read_parquet(DataDir(data_dir).online("items"))["item_id"].to_numpy()
     latencies, statuses, sample = [], [], None
     with httpx.Client(timeout=30) as client:
         for i in range(n):
@@ -93,7 +95,9 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
     from tamor.platform.ray_env import init_ray
     from tamor.platform.registry import Registry
     from tamor.platform.schema import load_schema
-    from tamor.platform.train import CHECKPOINT_FILE, TrainConfig, train
+    from tamor.models.factory import MODEL_FILE
+    from tamor.platform.data_dir import DataDir
+    from tamor.platform.train import TrainConfig, train
     from tamor.platform.world import WorldConfig
     from tamor.serve.app import AppArgs, start
     from tamor.serve.simulate import SimConfig, lift_with_ci, model_scorer, simulate
@@ -130,7 +134,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
 
     registry = Registry(out / "registry")
     with step("short sweep of λ, τ and the learning rate (Ray Tune + Optuna + ASHA)"):
-        registry.export(Path(runs["tamor"]["best_checkpoint"]) / CHECKPOINT_FILE, runs["tamor"]["best_metrics"],
+        registry.export(Path(runs["tamor"]["best_checkpoint"]) / MODEL_FILE, runs["tamor"]["best_metrics"],
                         metric="val_auc_mean", source={"kind": "run", "run": runs["tamor"]["name"]})
         sc = SweepConfig(
             train=TrainConfig(data_dir=str(data), model=model, epochs=cfg.sweep_epochs, batch_size=2048, cpus_per_worker=0.25,
@@ -145,8 +149,8 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
         console.print(f"registry: {[v.name for v in registry.versions()]}; best = {best.name}")
 
     with step("Fig. 3: tier-aware vs tier-agnostic representations"):
-        tamor_model = load_model(Path(runs["tamor"]["best_checkpoint"]) / CHECKPOINT_FILE)
-        reps, tier = representation_sample(tamor_model, data / "test", seed=cfg.seed)
+        tamor_model = load_model(runs["tamor"]["best_checkpoint"])
+        reps, tier = representation_sample(tamor_model, DataDir(data).split("test"), seed=cfg.seed)
         sil = fig3(reps, tier, tamor_model.spec.tiers, out / "fig3.png", seed=cfg.seed)
         (out / "fig3.json").write_text(json.dumps(sil))
 
@@ -161,10 +165,10 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
         console.print(f"{serving['requests']} requests: p50 {serving['p50_ms']:.1f} ms, p99 {serving['p99_ms']:.1f} ms, all 200: {serving['all_ok']}")
 
     with step(f"simulated online A/B, TAMOR vs MMoE, {cfg.ab_days} days"):
-        store = EmbeddedStore(data / "online", tamor_model.spec)
-        vocab = json.loads((data / "vocabularies.json").read_text())
-        arms = {name: model_scorer(load_model(Path(r["best_checkpoint"]) / CHECKPOINT_FILE), store, vocab, {"page": "home"})
-                for name, r in runs.items()}
+        data_dir = DataDir(data)
+        encoder = data_dir.encoder()
+        store = EmbeddedStore(data_dir, tamor_model.spec, encoder)
+        arms = {name: model_scorer(load_model(r["best_checkpoint"]), store, encoder, {"page": "home"}) for name, r in runs.items()}
         daily = simulate(world, arms, SimConfig(days=cfg.ab_days, seed=cfg.seed))
         daily.to_csv(out / "ab_daily.csv", index=False)
         ab = {**lift_with_ci(daily, "tamor", "mmoe", seed=cfg.seed), "days": cfg.ab_days}

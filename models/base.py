@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from tamor.models.config import ModelConfig
+from tamor.models.encoder import Encoder
 from tamor.models.feature_spec import FeatureSpec
 from tamor.models.inputs import FeatureInputs
 from tamor.models.layers import mlp
@@ -38,6 +39,7 @@ class MultiTaskModel(nn.Module):
         self.spec, self.config = spec, config
         self.tasks = spec.task_names
         self.inputs = FeatureInputs(spec, config.embedding_dim)
+        self.encoder: Encoder | None = None  # the raw-value encoder of the data it is trained on
 
     def joint_input(self, batch: Mapping[str, Tensor]) -> Tensor:
         """User, item and context inputs concatenated: ``[B, d_user + d_item + d_context]``."""

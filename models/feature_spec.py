@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+SPEC_FILE = "feature_spec.json"
 Side = Literal["user", "item", "context"]
 SIDES: tuple[Side, ...] = ("user", "item", "context")
 
@@ -77,6 +78,12 @@ class FeatureSpec(BaseModel):
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
 
+    def online_columns(self, kind: Literal["users", "items"]) -> tuple[str, list[str]]:
+        """The feature store's key and encoded columns per user (tier, holdings, user features) or item."""
+        if kind == "users":
+            return self.user_id, ["tier", "holdings"] + [f"f_{f.name}" for f in self.categorical_on("user") + self.numeric_on("user")]
+        return self.item_id, ["scenario"] + [f"f_{f.name}" for f in self.categorical_on("item") + self.numeric_on("item")]
+
     def task_tier_mask(self) -> list[list[float]]:
         """``[T][G_u]``: 1.0 where task t is an objective for tier g."""
         return [[1.0 if tier in t.tiers else 0.0 for tier in self.tiers] for t in self.tasks]
@@ -88,5 +95,5 @@ class FeatureSpec(BaseModel):
     def load(cls, path: str | Path) -> "FeatureSpec":
         path = Path(path)
         if path.is_dir():
-            path = path / "feature_spec.json"
+            path = path / SPEC_FILE
         return cls.model_validate(json.loads(path.read_text()))

@@ -7,22 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from tamor.models.feature_spec import FeatureSpec  # noqa: E402
-from tamor.models.metrics import evaluate_predictions, paper_table  # noqa: E402
-from tamor.platform.train import SpecCollate, load_checkpoint_model, predict_split, read_split  # noqa: E402
+from tamor.models.feature_spec import FeatureSpec
+from tamor.models.metrics import evaluate_predictions, paper_table
+from tamor.models.factory import load_model
+from tamor.platform.plots import save, subplots
+from tamor.platform.train import SpecCollate, predict_split, read_split
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, split: str = "test", batch_size: int = 8192) -> pd.DataFrame:
     """Metrics of a checkpoint on a split, streamed through Ray Data (only predictions are kept)."""
-    model = load_checkpoint_model(checkpoint)
+    model = load_model(checkpoint)
     spec = FeatureSpec.load(data_dir)
     if spec.task_names != model.tasks:
         raise ValueError(f"checkpoint tasks {model.tasks} do not match the data's {spec.task_names}")
@@ -34,7 +32,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, split: str
 def plot_table(table: pd.DataFrame, name_a: str, name_b: str, path: Path) -> None:
     """Grouped bars of AUC per task and tier for both models, lift annotated."""
     tasks, tiers = list(dict.fromkeys(table["task"])), list(dict.fromkeys(table["tier"]))
-    fig, axes = plt.subplots(1, len(tiers), figsize=(4.5 * len(tiers), 3.8), sharey=True)
+    fig, axes = subplots(1, len(tiers), figsize=(4.5 * len(tiers), 3.8), sharey=True)
     for ax, tier in zip(np.atleast_1d(axes), tiers):
         rows = table[table["tier"] == tier].set_index("task").reindex(tasks)
         x = np.arange(len(tasks))
@@ -48,9 +46,7 @@ def plot_table(table: pd.DataFrame, name_a: str, name_b: str, path: Path) -> Non
         ax.set_ylim(0.5, 1.0)
     np.atleast_1d(axes)[0].set_ylabel("AUC (test)")
     np.atleast_1d(axes)[0].legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, dpi=120)
 
 
 def write_comparison(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str, out: Path) -> pd.DataFrame:

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from sklearn.metrics import silhouette_score
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-from sklearn.metrics import silhouette_score  # noqa: E402
-
-from tamor.models.base import MultiTaskModel  # noqa: E402
-from tamor.models.inputs import batch_columns, batch_from_columns  # noqa: E402
+from tamor.models.base import MultiTaskModel
+from tamor.models.inputs import batch_columns, batch_from_columns
+from tamor.platform.plots import save, subplots
 
 COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e"]
 
@@ -36,7 +33,7 @@ def representation_sample(model: MultiTaskModel, split_dir: str | Path, n: int =
 def fig3(reps: dict[str, np.ndarray], tier: np.ndarray, tiers: list[str], path: str | Path, seed: int = 0) -> dict[str, float]:
     """Draw PCA (top) and t-SNE (bottom) of each representation; return the silhouette by tier of each."""
     names = [k for k in ("tier_aware", "tier_agnostic") if k in reps] or list(reps)
-    fig, axes = plt.subplots(2, len(names), figsize=(5.2 * len(names), 9.0), squeeze=False)
+    fig, axes = subplots(2, len(names), figsize=(5.2 * len(names), 9.0), squeeze=False)
     silhouettes = {}
     for j, name in enumerate(names):
         x = reps[name]
@@ -54,7 +51,5 @@ def fig3(reps: dict[str, np.ndarray], tier: np.ndarray, tiers: list[str], path: 
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].legend(title="user tier", markerscale=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
     return silhouettes

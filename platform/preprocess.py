@@ -28,12 +28,12 @@ import pyarrow.csv as pacsv
 import ray
 from ray.data.expressions import col
 
-from tamor.models.feature_spec import CategoricalField, FeatureSpec, NumericField, TaskSpec
+from tamor.models.encoder import MISSING, CategoricalEncoding, Encoder, NumericEncoding, parse_number
+from tamor.models.feature_spec import FeatureSpec, TaskSpec
+from tamor.platform.data_dir import ONLINE_KINDS, SPLITS, DataDir
 from tamor.platform.schema import LogSchema
-from tamor.platform.validate import KEY, REASON, check_batch, parse_label, parse_number
+from tamor.platform.validate import KEY, REASON, check_batch, parse_label
 
-SPLITS = ("train", "valid", "test")
-MISSING = "<missing>"
 OTHER_SCENARIO = "<other>"
 _HASH_BUCKETS = 1_000_000
 
@@ -95,6 +95,7 @@ def _numeric_values(df: pd.DataFrame, schema: LogSchema) -> dict[str, np.ndarray
     for f in schema.features:
         if f.type == "numeric":
             x = parse_number(df[f.column]).to_numpy()
+            x = np.where(np.isfinite(x), x, np.nan)  # as the encoder reads them: non-finite is missing
             out[f.column] = np.log1p(np.clip(x, 0, None)) if f.log1p else x
     return out
 
@@ -117,16 +118,8 @@ def _fit_partials(batch: pd.DataFrame, schema: LogSchema, cuts: tuple[float, flo
     return pd.concat(frames, ignore_index=True)
 
 
-@dataclass
-class Fitted:
-    """What preprocessing learns from train rows: vocabularies, numeric statistics, scenarios."""
-
-    vocab: dict[str, dict[str, int]]
-    stats: dict[str, tuple[float, float]]
-    scenarios: list[str]
-
-
-def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) -> Fitted:
+def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) -> Encoder:
+    """The encoder, fitted on train rows: vocabularies (min frequency), numeric statistics, scenarios."""
     totals = (
         good.map_batches(_fit_partials, fn_kwargs={"schema": schema, "cuts": cuts}, batch_format="pandas")
         .groupby(["column", "value"])
@@ -135,12 +128,13 @@ def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) ->
         .rename(columns={"sum(n)": "n"})
     )
     min_freq = schema.preprocess.min_frequency
-    vocab, stats = {}, {}
+    categorical, numeric = [], []
     for f in schema.features:
         rows = totals[totals["column"] == f.column]
         if f.type == "categorical":
             kept = rows[rows["n"] >= min_freq].sort_values(["n", "value"], ascending=[False, True])
-            vocab[f.column] = {v: i + 1 for i, v in enumerate(kept["value"])}  # 0 is out-of-vocabulary
+            vocabulary = {v: i + 1 for i, v in enumerate(kept["value"])}  # 0 is out-of-vocabulary
+            categorical.append(CategoricalEncoding(name=f.column, side=f.side, vocabulary=vocabulary))
         else:
             s = dict(zip(rows["value"], rows["n"]))
             count = s.get("__count__", 0.0)
@@ -148,22 +142,23 @@ def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) ->
                 raise PreprocessError(f"numeric feature {f.column!r} has no parsable value in train")
             mean = s["__sum__"] / count
             std = float(np.sqrt(max(s["__sumsq__"] / count - mean**2, 0.0)))
-            stats[f.column] = (float(mean), std if std > 1e-12 else 1.0)
+            numeric.append(NumericEncoding(name=f.column, side=f.side, mean=float(mean), std=std if std > 1e-12 else 1.0, log1p=f.log1p))
     if schema.scenario.values is not None:
         scenarios = list(schema.scenario.values)
     else:
         seen = totals[(totals["column"] == "__scenario__") & (totals["n"] >= min_freq)]
         scenarios = [OTHER_SCENARIO] + sorted(seen["value"])
-    if not vocab and not stats:
+    if not categorical and not numeric:
         raise PreprocessError("no features declared")
-    return Fitted(vocab, stats, scenarios)
+    return Encoder(dataset=schema.name, strip=schema.source.csv.strip, categorical=categorical, numeric=numeric,
+                   tiers=schema.tiers.names, tier_thresholds=schema.tiers.thresholds, scenarios=scenarios)
 
 
 # ---------------------------------------------------------------- encoding
 
 
-def encode_batch(batch: pd.DataFrame, schema: LogSchema, fitted: Fitted, cuts: tuple[float, float]) -> pd.DataFrame:
-    """Checked raw rows → model-ready columns (see :class:`FeatureSpec` for the naming)."""
+def encode_batch(batch: pd.DataFrame, schema: LogSchema, encoder: Encoder, cuts: tuple[float, float]) -> pd.DataFrame:
+    """Checked raw rows → model-ready columns (see :class:`FeatureSpec` for the naming), by the encoder."""
     out: dict[str, object] = {"split": split_of(batch, schema, cuts)}
     user_cols = [f.column for f in schema.features if f.side == "user"]
     if schema.ids.user is not None:
@@ -177,18 +172,9 @@ def encode_batch(batch: pd.DataFrame, schema: LogSchema, fitted: Fitted, cuts: t
         out["ts"] = parse_number(batch[schema.timestamp]).to_numpy().astype(np.int64)
     amount = parse_number(batch[schema.tiers.column]).to_numpy()
     out["holdings"] = amount
-    out["tier"] = np.searchsorted(np.asarray(schema.tiers.thresholds), amount, side="right").astype(np.int64)
-    scen_index = {s: i for i, s in enumerate(fitted.scenarios)}
-    out["scenario"] = batch[schema.scenario.column].map(scen_index).fillna(0).to_numpy(np.int64)
-    numeric = _numeric_values(batch, schema)
-    for f in schema.features:
-        if f.type == "categorical":
-            ids = batch[f.column].fillna(MISSING).map(fitted.vocab[f.column]).fillna(0)
-            out[f"f_{f.column}"] = ids.to_numpy(np.int64)
-        else:
-            mean, std = fitted.stats[f.column]
-            z = (numeric[f.column] - mean) / std
-            out[f"f_{f.column}"] = np.nan_to_num(z, nan=0.0).astype(np.float32)  # missing → the mean
+    out["tier"] = encoder.tier_of(amount)
+    out["scenario"] = encoder.scenario_ids(batch[schema.scenario.column])
+    out.update(encoder.encode(batch.reset_index(drop=True)))
     for t in schema.tasks:
         lab = parse_label(batch[t.column], t).to_numpy() if t.column else np.full(len(batch), np.nan)
         out[f"mask_{t.name}"] = (~np.isnan(lab)).astype(np.float32)
@@ -196,29 +182,11 @@ def encode_batch(batch: pd.DataFrame, schema: LogSchema, fitted: Fitted, cuts: t
     return pd.DataFrame(out)
 
 
-def feature_spec(schema: LogSchema, fitted: Fitted) -> FeatureSpec:
-    return FeatureSpec(
-        dataset=schema.name,
-        timestamp="ts" if schema.timestamp else None,
-        categorical=[
-            CategoricalField(name=f.column, side=f.side, vocab_size=len(fitted.vocab[f.column]) + 1)
-            for f in schema.features
-            if f.type == "categorical"
-        ],
-        numeric=[
-            NumericField(name=f.column, side=f.side, mean=fitted.stats[f.column][0], std=fitted.stats[f.column][1], log1p=f.log1p)
-            for f in schema.features
-            if f.type == "numeric"
-        ],
-        tiers=schema.tiers.names,
-        tier_thresholds=schema.tiers.thresholds,
-        holdings="holdings",
-        scenarios=fitted.scenarios,
-        tasks=[
-            TaskSpec(name=t.name, level=t.level, tiers=t.tiers or schema.tiers.names, present=t.column is not None)
-            for t in schema.tasks
-        ],
-    )
+def task_specs(schema: LogSchema) -> list[TaskSpec]:
+    return [
+        TaskSpec(name=t.name, level=t.level, tiers=t.tiers or schema.tiers.names, present=t.column is not None)
+        for t in schema.tasks
+    ]
 
 
 # ---------------------------------------------------------------- online snapshots
@@ -229,16 +197,13 @@ def _latest(batch: pd.DataFrame, key: str, order: str) -> pd.DataFrame:
     return batch.sort_values(order, kind="stable").drop_duplicates(key, keep="last")
 
 
-def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, out: Path, rows: int) -> dict[str, int]:
+def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, data: DataDir, rows: int) -> dict[str, int]:
     """Latest feature row per user and per item (the serving feature store's snapshot)."""
     partitions = max(2, rows // 2_000_000)
     order = "ts" if spec.timestamp else "holdings"
     counts = {}
-    sides = {
-        "users": ("user_id", ["tier", "holdings"] + [f"f_{f.name}" for f in spec.categorical_on("user") + spec.numeric_on("user")]),
-        "items": ("item_id", ["scenario"] + [f"f_{f.name}" for f in spec.categorical_on("item") + spec.numeric_on("item")]),
-    }
-    for name, (key, cols) in sides.items():
+    for kind in ONLINE_KINDS:
+        key, cols = spec.online_columns(kind)
         keep = list(dict.fromkeys([key, order, *cols]))
         latest = (
             encoded.select_columns(keep)
@@ -247,8 +212,8 @@ def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, out: Path, rows: 
             .repartition(partitions, keys=[key])
             .map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas", batch_size=None)
         )
-        latest.write_parquet(str(out / "online" / name))
-        counts[name] = ray.data.read_parquet(str(out / "online" / name)).count()
+        latest.write_parquet(str(data.online(kind)))
+        counts[kind] = ray.data.read_parquet(str(data.online(kind))).count()
     return counts
 
 
@@ -257,61 +222,60 @@ def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, out: Path, rows: 
 
 def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> PreprocessReport:
     """Run the whole pipeline; return the row counts. Raises :class:`PreprocessError` on too many rejects."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise PreprocessError(f"{out} is not empty: choose a new output directory")
-    staging = out / "_staging"
+    data = DataDir(out)
+    if data.root.exists() and any(data.root.iterdir()):
+        raise PreprocessError(f"{data.root} is not empty: choose a new output directory")
     read_source(source, schema).map_batches(check_batch, fn_kwargs={"schema": schema}, batch_format="pandas").write_parquet(
-        str(staging)
+        str(data.staging)
     )
-    rows_in = ray.data.read_parquet(str(staging)).count()
+    rows_in = ray.data.read_parquet(str(data.staging)).count()
     if rows_in == 0:
         raise PreprocessError(f"no rows read from {source}")
 
-    rejected = ray.data.read_parquet(str(staging)).filter(expr=col(REASON) != "")
+    rejected = ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) != "")
     rows_quarantined = rejected.count()
     reasons: dict[str, int] = {}
     if rows_quarantined:
-        rejected.write_parquet(str(out / "quarantine"))
-        by_reason = ray.data.read_parquet(str(out / "quarantine")).select_columns([REASON]).groupby(REASON).count().to_pandas()
+        rejected.write_parquet(str(data.quarantine))
+        by_reason = ray.data.read_parquet(str(data.quarantine)).select_columns([REASON]).groupby(REASON).count().to_pandas()
         reasons = dict(zip(by_reason[REASON], by_reason["count()"].astype(int)))
     fraction = rows_quarantined / rows_in
     if fraction > schema.preprocess.max_reject_fraction:
         raise PreprocessError(
             f"{rows_quarantined} of {rows_in} rows ({fraction:.1%}) were rejected, over the allowed "
-            f"{schema.preprocess.max_reject_fraction:.1%}; see {out / 'quarantine'} (reasons: {reasons})"
+            f"{schema.preprocess.max_reject_fraction:.1%}; see {data.quarantine} (reasons: {reasons})"
         )
 
-    good = ray.data.read_parquet(str(staging)).filter(expr=col(REASON) == "")
+    good = ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) == "")
     cuts = _cut_points(good, schema)
-    fitted = fit(good, schema, cuts)
-    spec = feature_spec(schema, fitted)
-    good.map_batches(encode_batch, fn_kwargs={"schema": schema, "fitted": fitted, "cuts": cuts}, batch_format="pandas").write_parquet(
-        str(out / "_encoded"), partition_cols=["split"]
+    encoder = fit(good, schema, cuts)
+    spec = encoder.feature_spec(task_specs(schema), timestamp="ts" if schema.timestamp else None)
+    good.map_batches(encode_batch, fn_kwargs={"schema": schema, "encoder": encoder, "cuts": cuts}, batch_format="pandas").write_parquet(
+        str(data.encoded_staging), partition_cols=["split"]
     )
     rows_out = {}
     for split in SPLITS:
-        part = out / "_encoded" / f"split={split}"
+        part = data.encoded_staging / f"split={split}"
         if part.exists():
-            part.rename(out / split)
+            part.rename(data.split(split))
         else:
-            (out / split).mkdir()
-        rows_out[split] = ray.data.read_parquet(str(out / split)).count() if any((out / split).iterdir()) else 0
-    shutil.rmtree(out / "_encoded")
+            data.split(split).mkdir()
+        rows_out[split] = ray.data.read_parquet(str(data.split(split))).count() if any(data.split(split).iterdir()) else 0
+    shutil.rmtree(data.encoded_staging)
     if rows_out["train"] == 0:
         raise PreprocessError("the train split is empty: check the split fractions and the timestamps")
 
-    spec.save(out / "feature_spec.json")
-    (out / "vocabularies.json").write_text(json.dumps(fitted.vocab))
-    encoded = ray.data.read_parquet([str(out / s) for s in SPLITS if rows_out[s]])
-    online = write_online(encoded, spec, out, rows_in)
-    shutil.rmtree(staging)
+    spec.save(data.spec_file)
+    encoder.save(data.encoder_file)
+    encoded = ray.data.read_parquet([str(data.split(s)) for s in SPLITS if rows_out[s]])
+    online = write_online(encoded, spec, data, rows_in)
+    shutil.rmtree(data.staging)
 
     report = PreprocessReport(rows_in, rows_out, rows_quarantined, reasons)
     if not report.conserved:  # pragma: no cover - a bug, never bad data
         raise PreprocessError(f"row conservation broken: {report}")
-    (out / "stats.json").write_text(
-        json.dumps({**report.__dict__, "online": online, "cuts": list(cuts)}, indent=2, default=str)
+    data.stats_file.write_text(
+        json.dumps({**report.__dict__, "online": online, "cuts": list(cuts), "encoder": encoder.fingerprint}, indent=2, default=str)
     )
     return report
 

@@ -24,16 +24,15 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.train.torch import TorchTrainer
 
 from tamor.models.config import ModelConfig
-from tamor.models.factory import build_model, model_from_state, model_state
+from tamor.models.factory import MODEL_FILE, build_model, load_model, model_state
 from tamor.models.feature_spec import FeatureSpec
 from tamor.models.inputs import batch_columns, batch_from_columns
 from tamor.models.loss import MultiTaskLoss
 from tamor.models.metrics import evaluate_predictions
+from tamor.platform.data_dir import DataDir
 from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
 
-CHECKPOINT_FILE = "model.pt"
 TRAINING_STATE_FILE = "training_state.pt"
-REPORT_FILE = "report.json"  # the epoch's reported metrics, beside each checkpoint
 
 
 class TrainConfig(BaseModel):
@@ -131,19 +130,20 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = TrainConfig.model_validate({k: v for k, v in config.items() if k != "run_dir"})
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    spec = FeatureSpec.load(cfg.data_dir)
+    data = DataDir(cfg.data_dir)
+    spec = data.spec()
     torch.manual_seed(cfg.seed + rank)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     device = ray.train.torch.get_device()
     amp = device.type == "cuda"
 
-    model = build_model(cfg.model, spec)
+    model = build_model(cfg.model, spec, data.encoder())
     optimizer_state, start_epoch, best, stale = None, 0, None, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # recovery after a failure, or an explicit resume
         with checkpoint.as_directory() as d:
-            model.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True)["state_dict"])
+            model.load_state_dict(torch.load(Path(d) / MODEL_FILE, weights_only=True)["state_dict"])
             state = torch.load(Path(d) / TRAINING_STATE_FILE, weights_only=True)
         optimizer_state, start_epoch, best, stale = state["optimizer"], state["epoch"] + 1, state["best"], state["stale"]
     core = model
@@ -206,10 +206,9 @@ def train_loop_per_worker(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                torch.save(model_state(core), Path(tmp) / CHECKPOINT_FILE)
+                torch.save(model_state(core), Path(tmp) / MODEL_FILE)
                 torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch, "best": best, "stale": stale}, Path(tmp) / TRAINING_STATE_FILE)
                 metrics_table.to_csv(Path(tmp) / "valid_metrics.csv", index=False)
-                (Path(tmp) / REPORT_FILE).write_text(json.dumps(metrics))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
         if stale >= cfg.patience:
@@ -224,22 +223,15 @@ def train_loop_per_worker(config: dict) -> None:
 # ------------------------------------------------------------------------------- the driver side
 
 
-def load_checkpoint_model(path: str | Path, map_location: str = "cpu"):
-    """A model from a checkpoint directory written by training (or a ``model.pt`` file)."""
-    path = Path(path)
-    file = path / CHECKPOINT_FILE if path.is_dir() else path
-    return model_from_state(torch.load(file, map_location=map_location, weights_only=True))
-
-
 def read_split(data_dir: str | Path, split: str, spec: FeatureSpec, read_cpus: float = 0.25) -> ray.data.Dataset:
     """A split's model columns. Reads take a fractional CPU: they are I/O bound, and whole-CPU reads
     would starve beside fractional trainer workers on a 2-CPU machine (concurrent trials hang)."""
-    return ray.data.read_parquet(str(Path(data_dir) / split), num_cpus=read_cpus).select_columns(batch_columns(spec))
+    return ray.data.read_parquet(str(DataDir(data_dir).split(split)), num_cpus=read_cpus).select_columns(batch_columns(spec))
 
 
 def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None) -> TorchTrainer:
     """The ``TorchTrainer`` for ``cfg``, its run stored as ``storage_path/name``."""
-    spec = FeatureSpec.load(cfg.data_dir)  # fail early, on the driver, when the data is missing
+    spec = DataDir(cfg.data_dir).spec()  # fail early, on the driver, when the data is missing
     storage = Path(cfg.storage_path).resolve()
     run_dir = storage / name
     use_gpu = cfg.use_gpu if cfg.use_gpu is not None else bool(ray.cluster_resources().get("GPU", 0))
@@ -266,18 +258,13 @@ def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None) ->
     )
 
 
-def best_of(result: ray.train.Result, metric: str, mode: str) -> tuple[ray.train.Checkpoint, dict]:
-    """The best kept checkpoint of a result and its metrics."""
-    sign = 1 if mode == "max" else -1
-    return max(result.best_checkpoints, key=lambda cm: sign * cm[1][metric])
-
-
 def train(cfg: TrainConfig) -> dict:
     """Fit, and return a summary: run name and directory, best checkpoint and its metrics."""
     name = cfg.name or unique_name(cfg.model.name)
     run_dir = Path(cfg.storage_path).resolve() / name
     result = build_trainer(cfg, name).fit()
-    best_ckpt, best_metrics = best_of(result, cfg.metric, cfg.mode)
+    best_ckpt = result.get_best_checkpoint(cfg.metric, cfg.mode)
+    best_metrics = next(m for c, m in result.best_checkpoints if c.path == best_ckpt.path)
     summary = {
         "name": name,
         "run_dir": str(run_dir),

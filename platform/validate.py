@@ -10,31 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from tamor.models.encoder import as_text, parse_number
 from tamor.platform.schema import LogSchema, Task
 
 REASON = "_reason"
 KEY = "_key"
-
-
-def as_text(col: pd.Series, strip: bool = True) -> pd.Series:
-    """Raw values as text with missing as None (so Parquet of any type and CSV look alike)."""
-    missing = col.isna()
-    text = col.astype(object).where(~missing, None)
-    text = text.map(lambda v: v if v is None or isinstance(v, str) else _fmt(v))
-    if strip:
-        text = text.map(lambda v: v.strip() if isinstance(v, str) else v)
-    return text.where(text != "", None)
-
-
-def _fmt(v: object) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
-def parse_number(text: pd.Series) -> pd.Series:
-    """Text → float64, NaN where missing or unparsable."""
-    return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
 def parse_label(text: pd.Series, task: Task) -> pd.Series:

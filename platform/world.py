@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tamor.models.encoder import tier_index
+
 TIERS: tuple[str, ...] = ("new", "low", "high")
 SCENARIOS: tuple[str, ...] = ("money_market", "consumer_credit", "credit_line", "fund", "insurance", "gold")
 CHAIN: tuple[str, ...] = ("click", "conversion", "invest", "large_invest")
@@ -85,8 +87,8 @@ def _hash_uniform(*keys: np.ndarray | int) -> np.ndarray:
 
 
 def tier_of(holdings: np.ndarray, thresholds: tuple[float, ...] = (LOW_HOLDING_FLOOR, HIGH_HOLDING_THRESHOLD)) -> np.ndarray:
-    """Tier index per holdings amount: the number of thresholds at or below it.  ``[N] -> [N]``."""
-    return np.searchsorted(np.asarray(thresholds), np.asarray(holdings, dtype=float), side="right")
+    """Tier index per holdings amount (the encoder's rule, :func:`tier_index`).  ``[N] -> [N]``."""
+    return tier_index(holdings, thresholds)
 
 
 def make_users(cfg: WorldConfig) -> pd.DataFrame:

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
-from tamor.serve.deployments import FeatureLookup, Ingress, Ranker, Reranker
+from tamor.platform.data_dir import DataDir
+from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Ranker, Reranker
 from tamor.serve.policy import RerankPolicy
 
 APP_NAME = "tamor"
@@ -34,7 +35,7 @@ class AppArgs(BaseModel):
     checkpoint: str | None = None  # instead of the registry: a checkpoint directory or model.pt
     redis_url: str | None = None  # the Redis backend instead of the embedded snapshot
     device: str = "cpu"
-    ranker_cpus: float = Field(0.5, gt=0)
+    ranker_cpus: float = Field(DEPLOYMENTS["Ranker"]["ray_actor_options"]["num_cpus"], gt=0)
     ranker_gpus: float = Field(0.0, ge=0)
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.003, ge=0)
@@ -54,9 +55,10 @@ def build_app(args: dict[str, Any]) -> Application:
     a = AppArgs.model_validate(args)
     data_dir = str(Path(a.data_dir).resolve())
     lookup = FeatureLookup.bind(data_dir, a.redis_url)
+    encoder = DataDir(data_dir).encoder()  # the Ranker refuses a model trained with another encoder
     ranker = Ranker.options(
         ray_actor_options={"num_cpus": a.ranker_cpus, "num_gpus": a.ranker_gpus}, user_config=a.model_source()
-    ).bind(a.device, a.max_batch_size, a.batch_wait_timeout_s)
+    ).bind(encoder.fingerprint, a.device, a.max_batch_size, a.batch_wait_timeout_s)
     reranker = Reranker.options(user_config={"policy": a.policy.model_dump()}).bind()
     return Ingress.bind(lookup, ranker, reranker, a.max_candidates)
 
@@ -74,16 +76,16 @@ def serve_config(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, max_r
                 "import_path": IMPORT_PATH,
                 "args": app_args,
                 "deployments": [
-                    {"name": "Ingress", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
-                    {"name": "FeatureLookup", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
+                    {"name": "Ingress", "num_replicas": 1, **DEPLOYMENTS["Ingress"]},
+                    {"name": "FeatureLookup", "num_replicas": 1, **DEPLOYMENTS["FeatureLookup"]},
                     {
                         "name": "Ranker",
-                        "max_ongoing_requests": 128,
+                        **DEPLOYMENTS["Ranker"],
                         "autoscaling_config": {"min_replicas": 1, "max_replicas": max_ranker_replicas, "target_ongoing_requests": 32},
                         "ray_actor_options": {"num_cpus": args.ranker_cpus, "num_gpus": args.ranker_gpus},
                         "user_config": args.model_source(),
                     },
-                    {"name": "Reranker", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
+                    {"name": "Reranker", "num_replicas": 1, **DEPLOYMENTS["Reranker"]},
                 ],
             }
         ],

@@ -6,8 +6,6 @@ Every deployment declares fractional CPUs so the whole graph starts on a 2-CPU m
 """
 
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,43 +16,39 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from tamor.models.factory import load_model
-from tamor.models.feature_spec import FeatureSpec
-from tamor.models.inputs import batch_from_columns
+from tamor.platform.data_dir import DataDir
 from tamor.platform.registry import Registry
+from tamor.serve.features import lookup_columns, score_columns
 from tamor.serve.policy import RerankPolicy, rerank
 from tamor.serve.schemas import RecommendRequest, RecommendResponse
 from tamor.serve.store import open_store
 
 
-def encode_context(spec: FeatureSpec, vocab: dict[str, dict[str, int]], context: dict[str, Any], n: int) -> dict[str, np.ndarray]:
-    """Request context → encoded context columns (``[n]`` each); missing values → OOV id / the mean."""
-    cols = {}
-    for f in spec.categorical_on("context"):
-        value = context.get(f.name)
-        cols[f"f_{f.name}"] = np.full(n, vocab.get(f.name, {}).get(str(value), 0) if value is not None else 0, dtype=np.int64)
-    for f in spec.numeric_on("context"):
-        value = context.get(f.name)
-        if value is None:
-            z = 0.0
-        else:
-            x = float(value)
-            z = ((np.log1p(max(x, 0.0)) if f.log1p else x) - f.mean) / f.std
-        cols[f"f_{f.name}"] = np.full(n, z, dtype=np.float32)
-    return cols
+# Each deployment's resources and concurrency, named once (decorators, the app builder and the
+# `serve deploy` config read this table). Fractional CPUs: the graph starts on a 2-CPU machine.
+DEPLOYMENTS: dict[str, dict[str, Any]] = {
+    "Ingress": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 128},
+    "FeatureLookup": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64},
+    "Ranker": {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 128},
+    "Reranker": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64},
+}
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+class ModelRefused(ValueError):
+    """A model that must not serve beside this feature store (its encoder differs, or it has none)."""
+
+
+@serve.deployment(**DEPLOYMENTS["FeatureLookup"])
 class FeatureLookup:
-    """User and item features from the online store (embedded snapshot or Redis), plus the context."""
+    """User and item features from the online store (embedded snapshot or Redis), plus the encoded context."""
 
     def __init__(self, data_dir: str, redis_url: str | None = None):
-        self.spec = FeatureSpec.load(data_dir)
-        self.store = open_store(self.spec, Path(data_dir) / "online", redis_url)
-        vocab_file = Path(data_dir) / "vocabularies.json"
-        self.vocab = json.loads(vocab_file.read_text()) if vocab_file.exists() else {}
+        data = DataDir(data_dir)
+        self.spec, self.encoder = data.spec(), data.encoder()
+        self.store = open_store(data, redis_url)
 
-    def snapshot(self) -> str:
-        return self.store.snapshot_id()
+    def snapshot(self) -> dict:
+        return {"snapshot": self.store.snapshot_id(), "encoder": self.encoder.fingerprint}
 
     def lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict) -> dict:
         if item_ids is None:
@@ -62,66 +56,66 @@ class FeatureLookup:
             if unknown:
                 return {"error": f"unknown scenarios {unknown}; known: {self.spec.scenarios}"}
             item_ids = self.store.item_ids([self.spec.scenarios.index(s) for s in scenarios])
-        user, user_known = self.store.get("users", [user_id])
-        items, items_known = self.store.get("items", list(item_ids))
-        n = len(items)
-        cols = {c: np.repeat(user[c].to_numpy(), n) for c in user.columns}
-        cols.update({c: items[c].to_numpy() for c in items.columns})
-        cols.update(encode_context(self.spec, self.vocab, context, n))
-        for c in cols:
-            if c.startswith("f_"):
-                kind = np.float32 if any(f"f_{f.name}" == c for f in self.spec.numeric) else np.int64
-                cols[c] = cols[c].astype(kind)
-        cols["tier"], cols["scenario"] = cols["tier"].astype(np.int64), cols["scenario"].astype(np.int64)
+        cols, user_known, items_known = lookup_columns(self.store, self.encoder, self.spec, [user_id], list(item_ids), context)
+        user_tier = int(self.store.get("users", [user_id])[0]["tier"].iloc[0]) if not len(item_ids) else int(cols["tier"][0])
         return {
             "columns": cols,
             "item_ids": list(item_ids),
             "items_known": items_known.tolist(),
             "user_known": bool(user_known[0]),
-            "tier": self.spec.tiers[int(cols["tier"][0])] if n else self.spec.tiers[int(user["tier"].iloc[0])],
+            "tier": self.spec.tiers[user_tier],
             "scenarios": [self.spec.scenarios[int(s)] for s in cols["scenario"]],
         }
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+@serve.deployment(**DEPLOYMENTS["Ranker"])
 class Ranker:
     """The registry's (or a checkpoint's) model behind dynamic batching: candidates ``[n]`` → ``[n, T]``.
 
     ``user_config`` = ``{"registry": ..., "ref": "latest"}`` or ``{"checkpoint": path}``; changing it
     (``serve deploy`` / ``serve.run`` with a new config) swaps the model in place, without a restart.
+    A model whose encoder differs from ``encoder_fingerprint`` (the feature store's) is refused.
     """
 
-    def __init__(self, device: str = "cpu", max_batch_size: int = 32, batch_wait_timeout_s: float = 0.003):
+    def __init__(self, encoder_fingerprint: str, device: str = "cpu", max_batch_size: int = 32, batch_wait_timeout_s: float = 0.003):
         self.device = torch.device(device if device != "cuda" or torch.cuda.is_available() else "cpu")
+        self.encoder_fingerprint = encoder_fingerprint
         self.model, self.version = None, "none"
         self.rank.set_max_batch_size(max_batch_size)
         self.rank.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def reconfigure(self, config: dict) -> None:
         if config.get("checkpoint"):
-            path = Path(config["checkpoint"])
-            file, version = (path / "model.pt" if path.is_dir() else path), f"checkpoint:{path}"
+            file, version = config["checkpoint"], f"checkpoint:{config['checkpoint']}"
         else:
             registry = Registry(config["registry"])
             resolved = registry.resolve(config.get("ref", "latest"))
             file, version = registry.local_model_file(resolved.name), resolved.name
         model = load_model(file, map_location=self.device)
+        if model.encoder is None:
+            raise ModelRefused(f"model {version} carries no encoder: re-export it from a checkpoint trained by this version of tamor")
+        if model.encoder.fingerprint != self.encoder_fingerprint:
+            raise ModelRefused(
+                f"model {version} was trained with encoder {model.encoder.fingerprint} ({model.encoder.dataset}), but the "
+                f"feature store encodes with {self.encoder_fingerprint}: serve it with the data directory it was trained on"
+            )
         torch.set_grad_enabled(False)
         self.model, self.version = model, version  # one assignment: in-flight batches keep the old model
 
     def model_version(self) -> dict:
-        return {"version": self.version, "model": self.model.config.name, "tasks": self.model.tasks}
+        return {"version": self.version, "model": self.model.config.name, "tasks": self.model.tasks,
+                "encoder": self.model.encoder.fingerprint}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.003)
     async def rank(self, requests: list[dict[str, np.ndarray]]) -> list[dict]:
         model, version = self.model, self.version
         sizes = [len(r["tier"]) for r in requests]
         cols = {k: np.concatenate([r[k] for r in requests]) for k in requests[0]}
-        probs = model.predict_proba(batch_from_columns(model.spec, cols, device=self.device)).cpu().numpy()
+        probs = score_columns(model, cols, self.device)
         return [{"probs": p, "version": version, "tasks": model.tasks} for p in np.split(probs, np.cumsum(sizes)[:-1])]
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+@serve.deployment(**DEPLOYMENTS["Reranker"])
 class Reranker:
     """Per-tier objective weights, eligibility filters and a per-scenario cap → the final ranking."""
 
@@ -149,7 +143,7 @@ async def limit_body(request: Request, call_next):
     return await call_next(request)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
+@serve.deployment(**DEPLOYMENTS["Ingress"])
 @serve.ingress(api)
 class Ingress:
     def __init__(self, lookup: DeploymentHandle, ranker: DeploymentHandle, reranker: DeploymentHandle,
@@ -165,8 +159,9 @@ class Ingress:
     @api.get("/version")
     async def version(self) -> dict:
         model = await self.ranker.model_version.remote()
+        store = await self.lookup.snapshot.remote()
         return {"model_version": model["version"], "model": model["model"], "tasks": model["tasks"],
-                "feature_snapshot": await self.lookup.snapshot.remote()}
+                "feature_snapshot": store["snapshot"], "encoder": store["encoder"]}
 
     @api.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest) -> RecommendResponse:

@@ -8,18 +8,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
-    # new users: activity along the chain
-    "new": {"click": 0.3, "conversion": 0.3, "invest": 0.4},
-    # low-position users: a large investment that lifts them over the threshold
-    "low": {"large_invest": 0.5, "high_holding": 0.3, "invest": 0.2},
-    "high": {"invest": 0.4, "large_invest": 0.4, "click": 0.2},
-}
-
+from tamor.platform.objectives import copy_weights
 
 class RerankPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    weights: dict[str, dict[str, float]] = Field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_WEIGHTS.items()})
+    weights: dict[str, dict[str, float]] = Field(default_factory=copy_weights)
     scenario_cap: int = Field(3, ge=1, description="at most this many items of one scenario in the top N")
     exclude: dict[str, list[str]] = Field(default_factory=dict, description="tier -> scenarios never shown to it")
 

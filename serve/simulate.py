@@ -1,8 +1,8 @@
 """`tamor simulate`: an online A/B test in the synthetic world.
 
 Users of the world visit for D days; each day each arm's policy chooses the cards a visitor sees,
-through the same feature lookup → rank → rerank code as serving (:class:`EmbeddedStore`,
-:func:`encode_context`, the model's ``predict_proba``, :func:`rerank`). The world's ground-truth
+through the same feature lookup → rank → rerank functions as the serving deployments
+(:func:`lookup_columns`, :func:`score_columns`, :func:`rerank`). The world's ground-truth
 :class:`ResponseModel` draws the visitor's actions along the chain, investments raise holdings, and
 each arm counts its **new high-holding users** per day (holdings crossing 100). Users are split
 between the arms at random, seeded, so the result is reproducible.
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tamor.models.base import MultiTaskModel
-from tamor.models.inputs import batch_from_columns
+from tamor.models.encoder import Encoder
 from tamor.platform.world import (
     HIGH_HOLDING_THRESHOLD,
     ResponseModel,
@@ -27,7 +27,7 @@ from tamor.platform.world import (
     response_inputs,
     tier_of,
 )
-from tamor.serve.deployments import encode_context
+from tamor.serve.features import lookup_columns, score_columns
 from tamor.serve.policy import RerankPolicy, rerank
 from tamor.serve.store import EmbeddedStore
 
@@ -45,20 +45,17 @@ class SimConfig:
     seed: int = 0
 
 
-def model_scorer(model: MultiTaskModel, store: EmbeddedStore, vocab: dict, context: dict | None = None) -> Scorer:
-    """Score with a served model: features from the online store, the visitor's current tier."""
+def model_scorer(model: MultiTaskModel, store: EmbeddedStore, encoder: Encoder, context: dict | None = None) -> Scorer:
+    """Score as serving does (:func:`lookup_columns` → :func:`score_columns`): the visitors' holdings and
+    tiers of today are first written to the store, as a feature pipeline would."""
     spec = model.spec
 
     def score(visitors: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
-        n_u, n_i = len(visitors), len(items)
-        user_rows, _ = store.get("users", visitors["user_id"].tolist())
-        item_rows, _ = store.get("items", items["item_id"].tolist())
-        cols = {c: np.repeat(user_rows[c].to_numpy(), n_i) for c in user_rows.columns}
-        cols.update({c: np.tile(item_rows[c].to_numpy(), n_u) for c in item_rows.columns})
-        cols.update(encode_context(spec, vocab, context or {}, n_u * n_i))
-        cols["tier"] = np.repeat(visitors["tier"].to_numpy(), n_i)  # the tier today, not at snapshot time
-        probs = model.predict_proba(batch_from_columns(spec, cols)).numpy()
-        return probs.reshape(n_u, n_i, len(spec.tasks))
+        user_ids = visitors["user_id"].tolist()
+        holdings = visitors["holdings"].to_numpy(dtype=float)
+        store.update("users", user_ids, {"holdings": holdings, "tier": encoder.tier_of(holdings)})
+        cols, _, _ = lookup_columns(store, encoder, spec, user_ids, items["item_id"].tolist(), context or {})
+        return score_columns(model, cols).reshape(len(visitors), len(items), len(spec.tasks))
 
     return score
 

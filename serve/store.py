@@ -3,31 +3,32 @@
 Two backends behind one interface: :class:`EmbeddedStore` (the preprocessing's ``online/`` Parquet
 snapshot in memory, vectorised lookups) and :class:`RedisStore` (a real Redis server; one hash field
 per id holding the row as JSON, fetched with one ``HMGET`` per lookup). Unknown ids get cold-start
-rows — tier ``new`` (0), out-of-vocabulary categoricals (0), numerics at their mean (0) — and are
+rows — what the encoder makes of a row with every value missing, tier from zero holdings — and are
 flagged, never an error.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
+from tamor.models.encoder import Encoder
 from tamor.models.feature_spec import FeatureSpec
+from tamor.platform.data_dir import ONLINE_KINDS, DataDir
 
 
-def entity_columns(spec: FeatureSpec, kind: str) -> list[str]:
-    """Encoded columns stored per user (``tier``, ``holdings`` + user features) or per item."""
+def cold_row(spec: FeatureSpec, encoder: Encoder, kind: str) -> dict[str, float]:
+    """The encoded row of an unknown user (no holdings, every feature missing) or item (unknown scenario)."""
     side = "user" if kind == "users" else "item"
-    head = ["tier", "holdings"] if kind == "users" else ["scenario"]
-    return head + [f"f_{f.name}" for f in spec.categorical_on(side) + spec.numeric_on(side)]
-
-
-def cold_row(spec: FeatureSpec, kind: str) -> dict[str, float]:
-    return {c: 0 for c in entity_columns(spec, kind)}
+    row: dict[str, float] = {k: v[0].item() for k, v in encoder.encode({}, sides=[side], n=1).items()}
+    if kind == "users":
+        row.update(tier=int(encoder.tier_of(np.zeros(1))[0]), holdings=0.0)
+    else:
+        row["scenario"] = 0
+    return {c: row[c] for c in spec.online_columns(kind)[1]}
 
 
 class FeatureStore(Protocol):
@@ -44,18 +45,29 @@ class FeatureStore(Protocol):
 class EmbeddedStore:
     """The ``online/`` snapshot held in memory as DataFrames indexed by id."""
 
-    def __init__(self, online_dir: str | Path, spec: FeatureSpec):
-        self.spec, self.dir = spec, Path(online_dir)
-        self.tables = {
-            kind: pd.read_parquet(self.dir / kind).set_index(key)[entity_columns(spec, kind)]
-            for kind, key in (("users", "user_id"), ("items", "item_id"))
-        }
+    def __init__(self, data: DataDir, spec: FeatureSpec, encoder: Encoder):
+        self.spec, self.dir = spec, data.online()
+        self.cold = {kind: cold_row(spec, encoder, kind) for kind in ONLINE_KINDS}
+        self.tables = {}
+        for kind in ONLINE_KINDS:
+            key, cols = spec.online_columns(kind)
+            self.tables[kind] = pd.read_parquet(data.online(kind)).set_index(key)[cols]
 
     def get(self, kind: str, ids: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
         table = self.tables[kind]
         rows = table.reindex(ids)  # one vectorised lookup; unknown ids become NaN rows
         known = rows.notna().all(axis=1).to_numpy()
-        return rows.fillna(0).reset_index(drop=True), known
+        return rows.fillna(self.cold[kind]).reset_index(drop=True), known
+
+    def update(self, kind: str, ids: list[str], values: dict[str, np.ndarray]) -> None:
+        """Set columns of these ids' rows (adding cold-start rows for new ids): a feature pipeline's write."""
+        table = self.tables[kind]
+        new = pd.Index(ids).difference(table.index)
+        if len(new):
+            table = pd.concat([table, pd.DataFrame([self.cold[kind]] * len(new), index=new)[table.columns]])
+        for column, value in values.items():
+            table.loc[ids, column] = value
+        self.tables[kind] = table
 
     def item_ids(self, scenarios: list[int]) -> list[str]:
         items = self.tables["items"]
@@ -68,37 +80,38 @@ class EmbeddedStore:
 class RedisStore:
     """Rows in Redis hashes ``{prefix}:users`` and ``{prefix}:items`` (field = id, value = JSON row)."""
 
-    def __init__(self, url: str, spec: FeatureSpec, prefix: str = "tamor"):
+    def __init__(self, url: str, spec: FeatureSpec, encoder: Encoder, prefix: str = "tamor"):
         import redis
 
         self.spec, self.url, self.prefix = spec, url, prefix
+        self.cold = {kind: cold_row(spec, encoder, kind) for kind in ONLINE_KINDS}
         self.client = redis.Redis.from_url(url)
         self.client.ping()  # fail at start-up, not on the first request
 
     def _key(self, kind: str) -> str:
         return f"{self.prefix}:{kind}"
 
-    def load(self, online_dir: str | Path, batch: int = 10_000) -> dict[str, int]:
+    def load(self, data: DataDir, batch: int = 10_000) -> dict[str, int]:
         """Bulk-load an ``online/`` snapshot (pipelined ``HSET`` in batches); returns rows per kind."""
         counts = {}
-        for kind, key in (("users", "user_id"), ("items", "item_id")):
-            frame = pd.read_parquet(Path(online_dir) / kind)
-            cols = entity_columns(self.spec, kind)
+        for kind in ONLINE_KINDS:
+            key, cols = self.spec.online_columns(kind)
+            frame = pd.read_parquet(data.online(kind))
             self.client.delete(self._key(kind))
             records = frame[cols].to_dict(orient="records")
             for start in range(0, len(frame), batch):
                 chunk = {i: json.dumps(r) for i, r in zip(frame[key].iloc[start : start + batch], records[start : start + batch])}
                 self.client.hset(self._key(kind), mapping=chunk)
             counts[kind] = len(frame)
-        self.client.set(f"{self.prefix}:snapshot", str(Path(online_dir).resolve()))
+        self.client.set(f"{self.prefix}:snapshot", str(data.online().resolve()))
         return counts
 
     def get(self, kind: str, ids: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
         values = self.client.hmget(self._key(kind), ids) if ids else []
-        cold = cold_row(self.spec, kind)
+        cold = self.cold[kind]
         known = np.array([v is not None for v in values], dtype=bool)
         rows = [json.loads(v) if v is not None else cold for v in values]
-        return pd.DataFrame(rows, columns=entity_columns(self.spec, kind)), known
+        return pd.DataFrame(rows, columns=self.spec.online_columns(kind)[1]), known
 
     def item_ids(self, scenarios: list[int]) -> list[str]:
         wanted = set(scenarios)
@@ -111,9 +124,9 @@ class RedisStore:
         return f"redis:{self.url}:{snap.decode() if snap else '?'}"
 
 
-def open_store(spec: FeatureSpec, online_dir: str | Path | None = None, redis_url: str | None = None) -> FeatureStore:
+def open_store(data: DataDir, redis_url: str | None = None) -> FeatureStore:
+    """The Redis store at ``redis_url``, else the data directory's embedded ``online/`` snapshot."""
+    spec, encoder = data.spec(), data.encoder()
     if redis_url:
-        return RedisStore(redis_url, spec)
-    if online_dir is None:
-        raise ValueError("an online/ snapshot directory or a Redis URL is needed")
-    return EmbeddedStore(online_dir, spec)
+        return RedisStore(redis_url, spec, encoder)
+    return EmbeddedStore(data, spec, encoder)

@@ -13,31 +13,22 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import matplotlib
+import pandas as pd
+import ray
+from pydantic import BaseModel, ConfigDict, Field
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import ray  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune.integration.ray_train import TuneReportCallback  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler  # noqa: E402
-from ray.tune.search import ConcurrencyLimiter  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
-
-from tamor.models.feature_spec import FeatureSpec  # noqa: E402
-from tamor.platform.registry import Registry  # noqa: E402
-from tamor.platform.tracking import Tracker, WandbMode, resolve_mode  # noqa: E402
-from tamor.platform.train import CHECKPOINT_FILE, REPORT_FILE, TrainConfig, build_trainer, unique_name  # noqa: E402
-
-# A business objective: what each tier's cards are for (new users: activity; low: lift over 100).
-BUSINESS_OBJECTIVE: dict[str, dict[str, float]] = {
-    "new": {"click": 1.0, "conversion": 1.0, "invest": 1.0},
-    "low": {"large_invest": 2.0, "high_holding": 2.0, "invest": 1.0},
-    "high": {"large_invest": 1.0, "invest": 1.0},
-}
-
+from tamor.platform.registry import Registry
+from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
+from tamor.models.factory import MODEL_FILE
+from tamor.platform.data_dir import DataDir
+from tamor.platform.objectives import TIER_TASK_WEIGHTS
+from tamor.platform.plots import save, subplots
+from tamor.platform.train import TrainConfig, build_trainer, unique_name
 
 class Range(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -95,7 +86,7 @@ def run_trial(params: dict[str, Any]) -> None:
 
 
 def _objective_weights(cfg: SweepConfig) -> dict[str, dict[str, float]] | None:
-    return BUSINESS_OBJECTIVE if cfg.objective == "business" else None
+    return TIER_TASK_WEIGHTS if cfg.objective == "business" else None
 
 
 def _trial_dirname(trial) -> str:
@@ -103,8 +94,7 @@ def _trial_dirname(trial) -> str:
 
 
 def build_tuner(cfg: SweepConfig, name: str) -> tune.Tuner:
-    spec = FeatureSpec.load(cfg.train.data_dir)
-    tasks = spec.task_names
+    tasks = DataDir(cfg.train.data_dir).spec().task_names
     storage = Path(cfg.storage_path).resolve()
     base = cfg.train.model_copy(
         update={
@@ -173,33 +163,23 @@ def trials_table(grid: tune.ResultGrid, tasks: list[str]) -> pd.DataFrame:
 def plot_trials(table: pd.DataFrame, tasks: list[str], path: Path) -> None:
     """The objective against τ and against each λ_t (log x axes)."""
     params = ["temperature", *[f"lambda_{t}" for t in tasks]]
-    fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3.0), sharey=True)
+    fig, axes = subplots(1, len(params), figsize=(3.2 * len(params), 3.0), sharey=True)
     for ax, param in zip(axes, params):
         ax.scatter(table[param], table["val_objective"], c=table["epochs"], cmap="viridis")
         ax.set_xscale("log")
         ax.set_xlabel("τ" if param == "temperature" else f"λ {param[7:]}")
     axes[0].set_ylabel("validation objective (colour: epochs run)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
 
 
-def best_checkpoint_dir(trainer_runs: Path, trial_id: str, metric: str = "val_objective") -> tuple[Path, dict]:
-    """The best checkpoint a trial's trainer kept, by its own per-epoch log."""
-    runs = [d for d in trainer_runs.iterdir() if d.name.endswith(trial_id)]
-    if not runs:
-        raise FileNotFoundError(f"no trainer run for trial {trial_id} under {trainer_runs}")
-    best_dir, best_metrics = None, None
-    for ckpt in sorted(runs[0].glob("checkpoint_*")):
-        report = ckpt / REPORT_FILE
-        if not (ckpt / CHECKPOINT_FILE).exists() or not report.exists():
-            continue
-        metrics = json.loads(report.read_text())
-        if best_metrics is None or metrics[metric] > best_metrics[metric]:
-            best_dir, best_metrics = ckpt, metrics
-    if best_dir is None:
-        raise FileNotFoundError(f"trial {trial_id} kept no checkpoint")
-    return best_dir, best_metrics
+def best_checkpoint(grid: tune.ResultGrid) -> tuple[Path, dict]:
+    """The best epoch of the best trial (Ray's answer), and the metrics it reported with that checkpoint."""
+    result = grid.get_best_result(metric="val_objective", mode="max", scope="all")
+    history = result.metrics_dataframe.dropna(subset=["checkpoint_path"])
+    if history.empty:
+        raise FileNotFoundError(f"the best trial ({result.path}) kept no checkpoint")
+    row = history.loc[history["val_objective"].idxmax()]
+    return Path(row["checkpoint_path"]), {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def check_fits(cfg: SweepConfig, cluster_cpus: float) -> None:
@@ -222,7 +202,7 @@ def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
     name = resume or cfg.name or unique_name("sweep")
     storage = Path(cfg.storage_path).resolve()
     path = storage / name
-    tasks = FeatureSpec.load(cfg.train.data_dir).task_names
+    tasks = DataDir(cfg.train.data_dir).spec().task_names
     if resume:
         if not tune.Tuner.can_restore(str(path)):
             raise FileNotFoundError(f"no sweep to resume at {path}")
@@ -234,7 +214,7 @@ def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
     table.to_csv(path / "trials.csv", index=False)
     plot_trials(table, tasks, path / "trials.png")
     best = table.iloc[0]
-    ckpt_dir, best_metrics = best_checkpoint_dir(path / "trainer_runs", best["trial_id"])
+    ckpt_dir, best_metrics = best_checkpoint(grid)
     summary: dict[str, Any] = {
         "name": name,
         "path": str(path),
@@ -247,7 +227,7 @@ def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
     }
     if cfg.registry:
         version = Registry(cfg.registry).export(
-            ckpt_dir / CHECKPOINT_FILE,
+            ckpt_dir / MODEL_FILE,
             {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))},
             metric="val_objective",
             source={"kind": "sweep", "sweep": name, "trial": best["trial_id"], "objective": cfg.objective},

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from helpers import SHARED
+from tamor.models.encoder import Encoder
 from tamor.models.feature_spec import FeatureSpec
 from tamor.platform.preprocess import PreprocessError, preprocess
 from tamor.platform.schema import Source, load_schema
@@ -83,8 +84,9 @@ def test_split_respects_time(prepared):
 def test_vocabularies_and_statistics_come_from_train_only(prepared, raw_logs):
     _, out, _ = prepared
     spec = FeatureSpec.load(out)
-    vocab = json.loads((out / "vocabularies.json").read_text())
-    assert "brand_seen_only_in_test" not in vocab["brand"]
+    encoder = Encoder.load(out)
+    brand = next(f for f in encoder.categorical if f.name == "brand")
+    assert "brand_seen_only_in_test" not in brand.vocabulary
     test = pd.read_parquet(out / "test")
     assert (test["f_brand"] == 0).sum() >= 30  # the test-only brand maps to the out-of-vocabulary id
     # the numeric mean is the train rows' mean, not all rows'

@@ -10,7 +10,8 @@ import pytest
 from tamor.models.config import ModelConfig
 from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
 from tamor.platform.tracking import read_offline_history
-from tamor.platform.train import TrainConfig, load_checkpoint_model, train
+from tamor.models.factory import load_model
+from tamor.platform.train import TrainConfig, train
 
 TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, num_experts=2, ple_levels=1)
 
@@ -33,7 +34,7 @@ def ddp_run(ray_session, synthetic_data, tmp_path_factory):
 def test_two_workers_train_report_and_checkpoint(ddp_run):
     assert epochs_run(ddp_run) == [0, 1]
     assert ddp_run["best_metrics"]["val_auc_mean"] > 0.6
-    model = load_checkpoint_model(ddp_run["best_checkpoint"])
+    model = load_model(ddp_run["best_checkpoint"])
     assert model.config == TINY
 
 

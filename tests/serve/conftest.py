@@ -13,7 +13,7 @@ import pytest
 from helpers import REPO  # noqa: F401
 from tamor.models.config import ModelConfig
 from tamor.models.factory import build_model, save_model
-from tamor.models.feature_spec import FeatureSpec
+from tamor.platform.data_dir import DataDir
 from tamor.platform.registry import Registry
 
 TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, ple_levels=1)
@@ -55,9 +55,9 @@ def redis_url(tmp_path_factory):
 def registry_with_model(synthetic_data, tmp_path_factory):
     """A registry holding one untrained-but-valid TAMOR version for the synthetic data."""
     root = tmp_path_factory.mktemp("serving")
-    spec = FeatureSpec.load(synthetic_data)
+    data = DataDir(synthetic_data)
     path = root / "model.pt"
-    save_model(build_model(TINY, spec), path)
+    save_model(build_model(TINY, data.spec(), data.encoder()), path)
     registry = Registry(root / "registry")
     registry.export(path, {"val_auc_mean": 0.5}, metric="val_auc_mean", source={"run": "fixture"})
     return registry

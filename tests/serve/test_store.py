@@ -3,15 +3,16 @@
 import numpy as np
 import pandas as pd
 
-from tamor.models.feature_spec import FeatureSpec
+from tamor.platform.data_dir import DataDir
 from tamor.serve.store import EmbeddedStore, RedisStore
 
 
 def test_redis_and_embedded_stores_return_the_same_features(synthetic_data, redis_url):
-    spec = FeatureSpec.load(synthetic_data)
-    embedded = EmbeddedStore(synthetic_data / "online", spec)
-    redis_store = RedisStore(redis_url, spec, prefix="test")
-    counts = redis_store.load(synthetic_data / "online")
+    data = DataDir(synthetic_data)
+    spec, encoder = data.spec(), data.encoder()
+    embedded = EmbeddedStore(data, spec, encoder)
+    redis_store = RedisStore(redis_url, spec, encoder, prefix="test")
+    counts = redis_store.load(data)
     assert counts["users"] == len(embedded.tables["users"]) and counts["items"] == len(embedded.tables["items"])
     users = list(embedded.tables["users"].index[:50]) + ["nobody"]
     items = list(embedded.tables["items"].index[:20]) + ["no-such-card"]
@@ -26,7 +27,13 @@ def test_redis_and_embedded_stores_return_the_same_features(synthetic_data, redi
 
 
 def test_unknown_ids_get_cold_start_rows(synthetic_data):
-    spec = FeatureSpec.load(synthetic_data)
-    rows, known = EmbeddedStore(synthetic_data / "online", spec).get("users", ["nobody"])
+    data = DataDir(synthetic_data)
+    spec, encoder = data.spec(), data.encoder()
+    rows, known = EmbeddedStore(data, spec, encoder).get("users", ["nobody"])
     assert not known[0]
-    assert rows.iloc[0]["tier"] == 0 and (rows.iloc[0] == 0).all()  # new tier, OOV ids, mean numerics
+    # what the encoder makes of a user with no holdings and every feature missing: tier new, the
+    # missing token's id where train had missing values (none in the synthetic world: OOV 0), mean numerics
+    expected = encoder.encode({}, sides=["user"], n=1)
+    assert rows.iloc[0]["tier"] == 0 and rows.iloc[0]["holdings"] == 0
+    for column, value in expected.items():
+        assert rows.iloc[0][column] == value[0]

@@ -1,0 +1,191 @@
+"""The one feature encoder: raw values → model input columns, the same function offline and online.
+
+Fitted once by ``tamor preprocess`` (vocabularies and numeric statistics from train rows, tier
+thresholds and scenario ids from the schema) and saved as one artifact, ``encoder.json``, in the data
+directory. Preprocessing applies it inside Ray Data; serving applies it to request context and to
+cold-start rows; every checkpoint and registry version carries a copy, so a served model is refused
+when its encoder differs from the feature store's (:attr:`Encoder.fingerprint`).
+
+It is Ray-free and pandas/NumPy only. Raw values of any kind (str, int, float, bool, bytes, None, NaN)
+first become canonical text (:func:`canonical_text`), so 94, 94.0, "94" and " 94 " are one category
+whether they came from a CSV, a Parquet column of floats or a JSON request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from tamor.models.feature_spec import SIDES, CategoricalField, FeatureSpec, NumericField, Side, TaskSpec
+
+ENCODER_FILE = "encoder.json"
+FORMAT = "tamor-encoder/1"
+MISSING = "<missing>"  # the token a missing categorical value counts as (an id if frequent in train)
+OOV = 0  # the id of every value outside a vocabulary
+
+
+def canonical_text(value: Any, strip: bool = True) -> str | None:
+    """One raw value as text, or None when missing: integral floats lose their ``.0``, bytes are
+    decoded, surrounding whitespace is stripped and empty text is missing."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    elif isinstance(value, (bool, np.bool_)):
+        value = str(bool(value))
+    elif isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return None
+        value = str(int(value)) if float(value).is_integer() else str(value)
+    elif isinstance(value, (int, np.integer)):
+        value = str(int(value))
+    else:
+        value = str(value)
+    if strip:
+        value = value.strip()
+    return value or None
+
+
+def as_text(values: pd.Series | Sequence[Any], strip: bool = True) -> pd.Series:
+    """:func:`canonical_text` over a column: ``[N] -> [N]`` object Series of str or None."""
+    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    text = series.astype(object).where(series.notna(), None)
+    return text.map(lambda v: canonical_text(v, strip), na_action="ignore").astype(object).where(lambda s: s.notna(), None)
+
+
+def parse_number(text: pd.Series) -> pd.Series:
+    """Text → float64, NaN where missing or unparsable."""
+    return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
+def tier_index(amount: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """A tier per amount: the number of thresholds at or below it, ``[N] -> [N]`` int64."""
+    return np.searchsorted(np.asarray(thresholds, dtype=float), np.asarray(amount, dtype=float), side="right").astype(np.int64)
+
+
+class CategoricalEncoding(BaseModel):
+    """A categorical column: canonical text → id (``OOV`` = 0 for anything outside the vocabulary)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    side: Side
+    vocabulary: dict[str, int]
+
+
+class NumericEncoding(BaseModel):
+    """A numeric column: ``(f(x) - mean) / std`` with ``f`` = log1p (negatives clipped to 0) or identity;
+    missing, unparsable or non-finite values become the mean (0)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    side: Side
+    mean: float
+    std: float
+    log1p: bool = False
+
+
+class Encoder(BaseModel):
+    """Everything that turns raw values into the model's input columns (see :class:`FeatureSpec`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["tamor-encoder/1"] = FORMAT
+    dataset: str
+    strip: bool = True
+    categorical: list[CategoricalEncoding]
+    numeric: list[NumericEncoding]
+    tiers: list[str]
+    tier_thresholds: list[float]
+    scenarios: list[str]
+
+    # ------------------------------------------------------------------ encoding
+
+    def tier_of(self, amount: np.ndarray) -> np.ndarray:
+        """Holdings ``[N]`` → tier ids ``[N]``."""
+        return tier_index(amount, self.tier_thresholds)
+
+    def scenario_ids(self, values: pd.Series | Sequence[Any]) -> np.ndarray:
+        """Raw scenario values ``[N]`` → scenario ids ``[N]`` (0 for an unknown or missing one)."""
+        index = {s: i for i, s in enumerate(self.scenarios)}
+        return as_text(values, self.strip).map(index).fillna(0).to_numpy(np.int64)
+
+    def encode(self, rows: pd.DataFrame | Mapping[str, Any], sides: Sequence[Side] = SIDES, n: int | None = None) -> dict[str, np.ndarray]:
+        """Raw feature values → ``{"f_<name>": [N]}`` (int64 ids, float32 standardised numerics).
+
+        ``rows`` is a DataFrame of raw columns, or a mapping of column → list of values, or of
+        column → one scalar (a request's context) broadcast to ``n`` rows. A feature whose column is
+        absent counts as missing in every row (that is a cold-start row).
+        """
+        frame = rows if isinstance(rows, pd.DataFrame) else None
+        length = len(frame) if frame is not None else (n if n is not None else _length(rows))
+
+        def column(name: str) -> pd.Series:
+            value = rows.get(name) if frame is None else (frame[name] if name in frame.columns else None)
+            if isinstance(value, pd.Series):
+                return value.reset_index(drop=True)
+            if value is None or np.isscalar(value) or isinstance(value, (str, bytes)):
+                return pd.Series([value] * length, dtype=object)
+            return pd.Series(list(value), dtype=object)
+
+        out: dict[str, np.ndarray] = {}
+        for f in self.categorical:
+            if f.side in sides:
+                text = as_text(column(f.name), self.strip).fillna(MISSING)
+                out[f"f_{f.name}"] = text.map(f.vocabulary).fillna(OOV).to_numpy(np.int64)
+        for f in self.numeric:
+            if f.side in sides:
+                x = parse_number(as_text(column(f.name), self.strip)).to_numpy()
+                x = np.where(np.isfinite(x), x, np.nan)
+                if f.log1p:
+                    x = np.log1p(np.clip(x, 0, None))
+                z = (x - f.mean) / f.std
+                out[f"f_{f.name}"] = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        return out
+
+    # ------------------------------------------------------------------ the model's view
+
+    def feature_spec(self, tasks: list[TaskSpec], timestamp: str | None = "ts") -> FeatureSpec:
+        """The shapes and names a model is built from (vocabulary sizes, not vocabularies)."""
+        return FeatureSpec(
+            dataset=self.dataset,
+            timestamp=timestamp,
+            categorical=[CategoricalField(name=f.name, side=f.side, vocab_size=len(f.vocabulary) + 1) for f in self.categorical],
+            numeric=[NumericField(name=f.name, side=f.side, mean=f.mean, std=f.std, log1p=f.log1p) for f in self.numeric],
+            tiers=self.tiers,
+            tier_thresholds=self.tier_thresholds,
+            holdings="holdings",
+            scenarios=self.scenarios,
+            tasks=tasks,
+        )
+
+    # ------------------------------------------------------------------ identity and files
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the whole encoding: equal fingerprints encode every raw value alike."""
+        canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Encoder":
+        """From ``encoder.json`` or a directory holding one."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / ENCODER_FILE
+        return cls.model_validate_json(path.read_text())
+
+
+def _length(rows: Mapping[str, Any]) -> int:
+    for value in rows.values():
+        if value is not None and not np.isscalar(value) and not isinstance(value, (str, bytes)):
+            return len(value)
+    return 1

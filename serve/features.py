@@ -1,0 +1,52 @@
+"""What serving computes before and at the model, as plain functions (no Serve, no Ray).
+
+The FeatureLookup and Ranker deployments call these, and so does the A/B simulator: one code path
+from a request to the model's input columns and from them to probabilities. Raw request values go
+through the data directory's :class:`Encoder`, the same one preprocessing encoded training with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from tamor.models.base import MultiTaskModel
+from tamor.models.encoder import Encoder
+from tamor.models.feature_spec import FeatureSpec
+from tamor.models.inputs import batch_from_columns
+from tamor.serve.store import FeatureStore
+
+
+def lookup_columns(
+    store: FeatureStore,
+    encoder: Encoder,
+    spec: FeatureSpec,
+    user_ids: list[str],
+    item_ids: list[str],
+    context: Mapping[str, Any],
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Model input columns for every (user, item) pair, users outer: ``[U·I]`` each.
+
+    User and item rows come from the store (already encoded; cold-start rows for unknown ids), the
+    request context is encoded here. Returns the columns and the known-masks ``[U]`` and ``[I]``.
+    """
+    users, users_known = store.get("users", list(user_ids))
+    items, items_known = store.get("items", list(item_ids))
+    n_u, n_i = len(users), len(items)
+    cols = {c: np.repeat(users[c].to_numpy(), n_i) for c in users.columns}
+    cols.update({c: np.tile(items[c].to_numpy(), n_u) for c in items.columns})
+    cols.update(encoder.encode(dict(context), sides=["context"], n=n_u * n_i))
+    numeric = {f"f_{f.name}" for f in spec.numeric}
+    for c in cols:
+        if c.startswith("f_"):  # store rows may come back as floats (JSON, NaN-filled reindex)
+            cols[c] = cols[c].astype(np.float32 if c in numeric else np.int64)
+    cols["tier"], cols["scenario"] = cols["tier"].astype(np.int64), cols["scenario"].astype(np.int64)
+    return cols, users_known, items_known
+
+
+def score_columns(model: MultiTaskModel, cols: Mapping[str, np.ndarray], device: torch.device | str = "cpu") -> np.ndarray:
+    """The model's task probabilities for encoded columns: ``[N] each -> [N, T]``."""
+    return model.predict_proba(batch_from_columns(model.spec, cols, device=device)).cpu().numpy()
