@@ -160,12 +160,10 @@ def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) ->
 def encode_batch(batch: pd.DataFrame, schema: LogSchema, encoder: Encoder, cuts: tuple[float, float]) -> pd.DataFrame:
     """Checked raw rows → model-ready columns (see :class:`FeatureSpec` for the naming), by the encoder."""
     out: dict[str, object] = {"split": split_of(batch, schema, cuts)}
-    user_cols = [f.column for f in schema.features if f.side == "user"]
     if schema.ids.user is not None:
         out["user_id"] = batch[schema.ids.user].astype(str).to_numpy()
-    else:  # a stable id from the user's own features
-        h = pd.util.hash_pandas_object(batch[user_cols], index=False).to_numpy(dtype=np.uint64)
-        out["user_id"] = np.char.add("u", h.astype(str))
+    else:  # each row its own user: a hash of the whole raw row, so distinct rows never merge
+        out["user_id"] = np.char.add("r", batch[KEY].to_numpy(dtype=np.uint64).astype(str))
     item_col = schema.ids.item or schema.scenario.column
     out["item_id"] = batch[item_col].astype(str).to_numpy()
     if schema.timestamp is not None:

@@ -25,7 +25,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-MODEL_FILE = "model.pt"
+from tamor.models.factory import MODEL_FILE, load_model
+
 META_FILE = "version.json"
 ALIASES_FILE = "aliases.json"
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -133,9 +134,7 @@ class Registry:
         extra: dict[str, Any] | None = None,
     ) -> Version:
         """Publish ``model_file`` (a saved tamor model) as the next version, atomically."""
-        from tamor.models.factory import load_model  # validates the file and reads its config / spec
-
-        model = load_model(model_file)
+        model = load_model(model_file)  # validates the file and reads its config, spec and encoder
         versions = self.versions()
         number = versions[-1].number + 1 if versions else 1
         name = f"v{number:04d}"
@@ -151,6 +150,7 @@ class Registry:
             "metrics": metrics,
             "config": model.config.model_dump(),
             "feature_spec": model.spec.model_dump(),
+            "encoder": model.encoder.fingerprint if model.encoder is not None else None,
             "source": source or {},
             **(extra or {}),
         }

@@ -38,7 +38,7 @@ class Source(_Strict):
 
 
 class Ids(_Strict):
-    user: str | None = Field(None, description="user id column; None derives an id from user features")
+    user: str | None = Field(None, description="user id column; None makes each row its own user (id: a hash of the raw row)")
     item: str | None = Field(None, description="item id column; None uses the scenario as the item")
 
 
@@ -91,6 +91,7 @@ class Split(_Strict):
 class Preprocess(_Strict):
     min_frequency: int = Field(5, ge=1)
     max_reject_fraction: float = Field(0.05, ge=0, le=1)
+    max_abs_numeric: float = Field(1e100, gt=0, description="numeric features beyond ±this (or infinite) are quarantined")
 
 
 class LogSchema(_Strict):

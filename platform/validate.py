@@ -51,7 +51,13 @@ def check_batch(batch: pd.DataFrame, schema: LogSchema) -> pd.DataFrame:
     amount = parse_number(df[schema.tiers.column])
     flag(df[schema.tiers.column].isna(), "missing_amount")
     flag(amount.isna(), "unparsable_amount")
+    flag(~np.isfinite(amount), "non_finite_amount")
     flag(amount < 0, "negative_amount")
+    limit = schema.preprocess.max_abs_numeric
+    for f in schema.features:
+        if f.type == "numeric":  # missing is fine (it becomes the mean); inf or huge would poison the statistics
+            x = parse_number(df[f.column])
+            flag(np.isinf(x) | (x.abs() > limit), f"numeric_out_of_range:{f.column}")
     scen = df[schema.scenario.column]
     flag(scen.isna(), "missing_scenario")
     if schema.scenario.values is not None:

@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
-from helpers import REPO, SHARED  # noqa: F401  (re-exported for tests)
+from helpers import CENSUS_SAMPLE
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +37,14 @@ def synthetic_data(ray_session, tmp_path_factory) -> Path:
     generate(WorldConfig(rows=30_000, n_users=1_500, n_items=120, days=10, seed=7, rows_per_block=15_000), root)
     preprocess(str(root / "logs"), load_schema("synthetic"), root / "data")
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def census_data(ray_session, tmp_path_factory) -> Path:
+    """The first 5,000 rows of UCI census-income (shipped in tests/data), preprocessed once."""
+    from tamor.platform.preprocess import preprocess
+    from tamor.platform.schema import load_schema
+
+    out = tmp_path_factory.mktemp("census") / "data"
+    preprocess(str(CENSUS_SAMPLE), load_schema("census_income"), out)
+    return out

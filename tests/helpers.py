@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tamor.models.config import ModelConfig
 from tamor.models.feature_spec import CategoricalField, FeatureSpec, NumericField, TaskSpec
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+CENSUS_SAMPLE = REPO / "tests" / "data" / "census-income-5k.csv.gz"  # see tests/data/README.md
 
 TIERS = ["new", "low", "high"]
+TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, ple_levels=1)  # fast to build and run
 SCENARIOS = ["money_market", "fund", "gold", "insurance"]
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import SHARED
+from helpers import CENSUS_SAMPLE
+from tamor.platform.data_dir import DataDir
 from tamor.models.encoder import Encoder
 from tamor.models.feature_spec import FeatureSpec
 from tamor.platform.preprocess import PreprocessError, preprocess
@@ -126,15 +127,16 @@ def test_too_many_rejects_fail_clearly_and_keep_the_quarantine(ray_session, raw_
     assert len(pd.read_parquet(tmp_path / "out" / "quarantine")) == 2 * len(PLANTED)
 
 
-def test_census_income_preprocesses_end_to_end(ray_session, tmp_path):
-    source = SHARED / "data" / "census-income" / "census-income.test.gz"
-    with gzip.open(source, "rt") as f:
+def test_census_income_preprocesses_end_to_end(census_data):
+    with gzip.open(CENSUS_SAMPLE, "rt") as f:
         n = sum(1 for _ in f)
-    report = preprocess(str(source), load_schema("census_income"), tmp_path / "census")
-    assert report.rows_in == n and report.conserved
-    train = pd.read_parquet(tmp_path / "census" / "train")
-    assert train["label_income"].mean() == pytest.approx(0.062, abs=0.01)
-    assert train["label_never_married"].mean() == pytest.approx(0.433, abs=0.02)
+    stats = json.loads(DataDir(census_data).stats_file.read_text())
+    assert stats["rows_in"] == n and sum(stats["rows_out"].values()) + stats["rows_quarantined"] == n
+    train = pd.read_parquet(DataDir(census_data).split("train"))
+    assert train["label_income"].mean() == pytest.approx(0.061, abs=0.015)
+    assert train["label_never_married"].mean() == pytest.approx(0.433, abs=0.03)
     assert set(train["tier"]) == {0, 1, 2}
-    spec = FeatureSpec.load(tmp_path / "census")
+    spec = FeatureSpec.load(census_data)
     assert spec.task_names == ["income", "never_married"]
+    # no user id column: each row is its own user, never merged with another row of equal features
+    assert train["user_id"].nunique() == train["user_id"].size

@@ -10,13 +10,11 @@ import time
 import httpx
 import pytest
 
-from helpers import REPO  # noqa: F401
-from tamor.models.config import ModelConfig
+from helpers import TINY
 from tamor.models.factory import build_model, save_model
 from tamor.platform.data_dir import DataDir
 from tamor.platform.registry import Registry
 
-TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, ple_levels=1)
 
 
 def free_port() -> int:
