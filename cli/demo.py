@@ -176,9 +176,9 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
 
     report_path = write_report(out)
     console.rule("[bold]done")
-    from tamor.cli.main import _print_frame
+    from tamor.cli.common import print_frame
 
-    _print_frame("TAMOR vs MMoE: test AUC per task and user tier", table)
+    print_frame("TAMOR vs MMoE: test AUC per task and user tier", table)
     console.print(
         f"A/B: new high-holding users {ab['new_high_holding']}, lift {100 * ab['lift']:+.2f}% "
         f"(95% CI {100 * ab['ci95'][0]:+.1f}% to {100 * ab['ci95'][1]:+.1f}%)"

@@ -14,6 +14,7 @@ from tamor.models.base import MultiTaskModel
 from tamor.models.baselines import MMoE, PerTierMMoE, PLEModel, SharedBottom
 from tamor.models.config import ModelConfig
 from tamor.models.encoder import Encoder
+from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec
 from tamor.models.tamor_model import TAMOR
 
@@ -50,7 +51,7 @@ def model_state(model: MultiTaskModel) -> dict:
 
 def model_from_state(state: dict) -> MultiTaskModel:
     if state.get("format") != FORMAT:
-        raise ValueError(f"not a tamor model file (format {state.get('format')!r}, expected {FORMAT!r})")
+        raise TamorError(f"not a tamor model file (format {state.get('format')!r}, expected {FORMAT!r})")
     encoder = Encoder.model_validate(state["encoder"]) if state.get("encoder") else None
     model = build_model(state["config"], FeatureSpec.model_validate(state["spec"]), encoder)
     model.load_state_dict(state["state_dict"])

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec
 
 
@@ -22,7 +23,7 @@ class MultiTaskLoss(nn.Module):
         weights = dict(weights or {})
         unknown = set(weights) - set(self.tasks)
         if unknown:
-            raise ValueError(f"loss weights for unknown tasks {sorted(unknown)}; tasks are {self.tasks}")
+            raise TamorError(f"loss weights for unknown tasks {sorted(unknown)}; tasks are {self.tasks}")
         self.register_buffer("weights", torch.tensor([float(weights.get(t, 1.0)) for t in self.tasks]))
         self.register_buffer("task_tier", torch.tensor(spec.task_tier_mask()))  # [T, G_u]
 

@@ -13,6 +13,7 @@ import torch
 
 from tamor.models.feature_spec import FeatureSpec
 from tamor.models.metrics import evaluate_predictions, paper_table
+from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.platform.plots import save, subplots
 from tamor.platform.train import SpecCollate, predict_split, read_split
@@ -23,7 +24,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, split: str
     model = load_model(checkpoint)
     spec = FeatureSpec.load(data_dir)
     if spec.task_names != model.tasks:
-        raise ValueError(f"checkpoint tasks {model.tasks} do not match the data's {spec.task_names}")
+        raise TamorError(f"checkpoint tasks {model.tasks} do not match the data's {spec.task_names}")
     batches = read_split(data_dir, split, spec).iter_torch_batches(batch_size=batch_size, collate_fn=SpecCollate(spec))
     preds = predict_split(model, batches, torch.device("cpu"), amp=False)
     return evaluate_predictions(spec, preds["probs"], preds["labels"], preds["label_mask"], preds["tier"], preds["scenario"])

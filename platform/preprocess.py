@@ -29,6 +29,7 @@ import ray
 from ray.data.expressions import col
 
 from tamor.models.encoder import MISSING, CategoricalEncoding, Encoder, NumericEncoding, parse_number
+from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec, TaskSpec
 from tamor.platform.data_dir import ONLINE_KINDS, SPLITS, DataDir
 from tamor.platform.schema import LogSchema
@@ -38,7 +39,7 @@ OTHER_SCENARIO = "<other>"
 _HASH_BUCKETS = 1_000_000
 
 
-class PreprocessError(RuntimeError):
+class PreprocessError(TamorError, RuntimeError):
     """The data cannot be preprocessed as asked (the quarantine written so far is kept)."""
 
 
@@ -92,7 +93,7 @@ def split_of(df: pd.DataFrame, schema: LogSchema, cuts: tuple[float, float]) -> 
 
 def _numeric_values(df: pd.DataFrame, schema: LogSchema) -> dict[str, np.ndarray]:
     out = {}
-    for f in schema.features:
+    for f in schema.model_features:
         if f.type == "numeric":
             x = parse_number(df[f.column]).to_numpy()
             x = np.where(np.isfinite(x), x, np.nan)  # as the encoder reads them: non-finite is missing
@@ -108,7 +109,7 @@ def _fit_partials(batch: pd.DataFrame, schema: LogSchema, cuts: tuple[float, flo
         vc = values.value_counts()
         return pd.DataFrame({"column": name, "value": vc.index.astype(str), "n": vc.to_numpy(float)})
 
-    frames = [counts(f.column, train[f.column].fillna(MISSING)) for f in schema.features if f.type == "categorical"]
+    frames = [counts(f.column, train[f.column].fillna(MISSING)) for f in schema.model_features if f.type == "categorical"]
     frames.append(counts("__scenario__", train[schema.scenario.column].astype(str)))
     for column, x in _numeric_values(train, schema).items():
         x = x[~np.isnan(x)]
@@ -129,7 +130,7 @@ def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) ->
     )
     min_freq = schema.preprocess.min_frequency
     categorical, numeric = [], []
-    for f in schema.features:
+    for f in schema.model_features:
         rows = totals[totals["column"] == f.column]
         if f.type == "categorical":
             kept = rows[rows["n"] >= min_freq].sort_values(["n", "value"], ascending=[False, True])

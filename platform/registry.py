@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from tamor.models.errors import TamorError
 from tamor.models.factory import MODEL_FILE, load_model
 
 META_FILE = "version.json"
@@ -32,7 +33,7 @@ ALIASES_FILE = "aliases.json"
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
-class RegistryError(LookupError):
+class RegistryError(TamorError, LookupError):
     """A version or alias that does not resolve, or a registry that cannot be written."""
 
 

@@ -12,12 +12,13 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tamor.models.errors import TamorError
 from tamor.models.feature_spec import Side
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 
-class SchemaError(ValueError):
+class SchemaError(TamorError, ValueError):
     """A schema file that cannot be used, with a message that says why."""
 
 
@@ -55,6 +56,7 @@ class Tiers(_Strict):
     column: str
     names: list[str] = ["new", "low", "high"]
     thresholds: list[float] = [0.01, 100.0]
+    feature: bool = Field(True, description="the amount is also a user feature (numeric, log1p) for every model")
 
     @model_validator(mode="after")
     def _check(self) -> "Tiers":
@@ -71,6 +73,7 @@ class Tiers(_Strict):
 class Scenario(_Strict):
     column: str
     values: list[str] | None = None  # when given, other values are quarantined as unknown_scenario
+    feature: bool = Field(True, description="the scenario is also an item feature (categorical) for every model")
 
 
 class Task(_Strict):
@@ -131,6 +134,18 @@ class LogSchema(_Strict):
         if self.source.format == "csv" and not self.source.csv.header and not self.source.csv.column_names:
             raise ValueError("source.csv: header is false, so column_names must be given")
         return self
+
+    @property
+    def model_features(self) -> list[Feature]:
+        """Every feature the models see: the declared ones plus, unless the schema says otherwise, the
+        tier and scenario source columns, so a baseline sees what TAMOR routes by (a fair comparison)."""
+        declared = {f.column for f in self.features}
+        implied = []
+        if self.tiers.feature and self.tiers.column not in declared:
+            implied.append(Feature(column=self.tiers.column, side="user", type="numeric", log1p=True))
+        if self.scenario.feature and self.scenario.column not in declared:
+            implied.append(Feature(column=self.scenario.column, side="item", type="categorical"))
+        return [*self.features, *implied]
 
     @property
     def present_tasks(self) -> list[Task]:

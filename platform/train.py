@@ -24,6 +24,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.train.torch import TorchTrainer
 
 from tamor.models.config import ModelConfig
+from tamor.models.errors import TamorError
 from tamor.models.factory import MODEL_FILE, build_model, load_model, model_state
 from tamor.models.feature_spec import FeatureSpec
 from tamor.models.inputs import batch_columns, batch_from_columns
@@ -51,6 +52,7 @@ class TrainConfig(BaseModel):
     torch_threads: int | None = Field(
         None, ge=1, description="intra-op threads per worker (Ray sets 1 for fractional CPUs; more can pay on CPU)"
     )
+    shuffle_buffer: int = Field(100_000, ge=0, description="rows mixed by the per-epoch local shuffle (0: data order)")
     storage_path: str = "runs/train"
     name: str | None = None  # None: a unique name (reusing a name resumes that run)
     metric: str = "val_auc_mean"
@@ -67,6 +69,10 @@ class TrainConfig(BaseModel):
         "reported as val_objective (the mean AUC over tasks when unset)",
     )
     fail_at_epoch: int | None = Field(None, description="testing: a worker raises once at this epoch")
+
+
+class ConfigError(TamorError):
+    """A training config that does not fit the data."""
 
 
 def unique_name(prefix: str) -> str:
@@ -125,6 +131,12 @@ def objective_value(metrics: pd.DataFrame, weights: dict[str, dict[str, float]] 
     return float(sum(w * a for w, a in cells) / total) if total > 0 else float("nan")
 
 
+def epoch_batches(shard, cfg: TrainConfig, epoch: int, rank: int, collate):
+    """One epoch of training batches, shuffled anew each epoch (seeded by seed, epoch and rank)."""
+    shuffle = {"local_shuffle_buffer_size": cfg.shuffle_buffer, "local_shuffle_seed": (cfg.seed * 1009 + epoch) * 101 + rank} if cfg.shuffle_buffer else {}
+    return shard.iter_torch_batches(batch_size=cfg.batch_size, collate_fn=collate, prefetch_batches=2, **shuffle)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """The per-worker loop: config is :class:`TrainConfig` as a dict plus ``run_dir``."""
     cfg = TrainConfig.model_validate({k: v for k, v in config.items() if k != "run_dir"})
@@ -171,7 +183,7 @@ def train_loop_per_worker(config: dict) -> None:
                 raise RuntimeError(f"injected worker failure at epoch {epoch}")
         model.train()
         start, seen, total_loss, steps = time.perf_counter(), 0, 0.0, 0
-        for batch in train_shard.iter_torch_batches(batch_size=cfg.batch_size, collate_fn=collate, prefetch_batches=2):
+        for batch in epoch_batches(train_shard, cfg, epoch, rank, collate):
             batch = _to(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 total, _ = loss_fn(model(batch), batch)
@@ -229,9 +241,25 @@ def read_split(data_dir: str | Path, split: str, spec: FeatureSpec, read_cpus: f
     return ray.data.read_parquet(str(DataDir(data_dir).split(split)), num_cpus=read_cpus).select_columns(batch_columns(spec))
 
 
+def check_config(cfg: TrainConfig, spec: FeatureSpec) -> None:
+    """Refuse, on the driver, a config that names tasks, tiers or a metric the data does not have."""
+    tasks = set(spec.task_names)
+    unknown = set(cfg.model.loss_weights) - tasks
+    for tier, weights in (cfg.objective or {}).items():
+        unknown |= set(weights) - tasks
+        if tier not in spec.tiers:
+            raise ConfigError(f"objective: unknown tier {tier!r}; the data's tiers are {spec.tiers}")
+    if unknown:
+        raise ConfigError(f"unknown task names {sorted(unknown)} in the config; the data's tasks are {spec.task_names}")
+    metrics = {"val_auc_mean", "val_objective", "train_loss", *(f"val_{m}_{t}" for m in ("auc", "logloss") for t in tasks)}
+    if cfg.metric not in metrics:
+        raise ConfigError(f"unknown metric {cfg.metric!r}; one of {sorted(metrics)}")
+
+
 def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None) -> TorchTrainer:
     """The ``TorchTrainer`` for ``cfg``, its run stored as ``storage_path/name``."""
     spec = DataDir(cfg.data_dir).spec()  # fail early, on the driver, when the data is missing
+    check_config(cfg, spec)
     storage = Path(cfg.storage_path).resolve()
     run_dir = storage / name
     use_gpu = cfg.use_gpu if cfg.use_gpu is not None else bool(ray.cluster_resources().get("GPU", 0))
@@ -253,7 +281,9 @@ def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None) ->
             worker_runtime_env={"env_vars": env},
             callbacks=callbacks,
         ),
-        datasets={"train": read_split(cfg.data_dir, "train", spec), "valid": read_split(cfg.data_dir, "valid", spec)},
+        # blocks in a seeded random order (a time-split log is written in date order), rows mixed per epoch
+        datasets={"train": read_split(cfg.data_dir, "train", spec).randomize_block_order(seed=cfg.seed),
+                  "valid": read_split(cfg.data_dir, "valid", spec)},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
 

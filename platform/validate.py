@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tamor.models.encoder import as_text, parse_number
-from tamor.platform.schema import LogSchema, Task
+from tamor.platform.schema import LogSchema, SchemaError, Task
 
 REASON = "_reason"
 KEY = "_key"
@@ -33,7 +33,7 @@ def check_batch(batch: pd.DataFrame, schema: LogSchema) -> pd.DataFrame:
     cols = schema.raw_columns()
     missing_cols = [c for c in cols if c not in batch.columns]
     if missing_cols:
-        raise KeyError(f"schema {schema.name!r} names columns the data lacks: {missing_cols}")
+        raise SchemaError(f"schema {schema.name!r} names columns the data lacks: {missing_cols} (it has {list(batch.columns)})")
     df = pd.DataFrame({c: as_text(batch[c], strip) for c in cols})
     reason = pd.Series("", index=df.index, dtype=object)
 
@@ -54,7 +54,7 @@ def check_batch(batch: pd.DataFrame, schema: LogSchema) -> pd.DataFrame:
     flag(~np.isfinite(amount), "non_finite_amount")
     flag(amount < 0, "negative_amount")
     limit = schema.preprocess.max_abs_numeric
-    for f in schema.features:
+    for f in schema.model_features:
         if f.type == "numeric":  # missing is fine (it becomes the mean); inf or huge would poison the statistics
             x = parse_number(df[f.column])
             flag(np.isinf(x) | (x.abs() > limit), f"numeric_out_of_range:{f.column}")

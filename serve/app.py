@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
+from tamor.models.errors import TamorError
 from tamor.platform.data_dir import DataDir
 from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Ranker, Reranker
 from tamor.serve.policy import RerankPolicy
@@ -46,7 +47,7 @@ class AppArgs(BaseModel):
         if self.checkpoint:
             return {"checkpoint": str(Path(self.checkpoint).resolve())}
         if not self.registry:
-            raise ValueError("give a registry or a checkpoint to serve")
+            raise TamorError("give a registry or a checkpoint to serve")
         return {"registry": self.registry if "://" in self.registry else str(Path(self.registry).resolve()), "ref": self.ref}
 
 

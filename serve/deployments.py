@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.platform.data_dir import DataDir
 from tamor.platform.registry import Registry
@@ -34,7 +35,7 @@ DEPLOYMENTS: dict[str, dict[str, Any]] = {
 }
 
 
-class ModelRefused(ValueError):
+class ModelRefused(TamorError, ValueError):
     """A model that must not serve beside this feature store (its encoder differs, or it has none)."""
 
 

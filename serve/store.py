@@ -16,8 +16,13 @@ import numpy as np
 import pandas as pd
 
 from tamor.models.encoder import Encoder
+from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec
 from tamor.platform.data_dir import ONLINE_KINDS, DataDir
+
+
+class StoreUnavailable(TamorError):
+    """The feature store cannot be reached."""
 
 
 def cold_row(spec: FeatureSpec, encoder: Encoder, kind: str) -> dict[str, float]:
@@ -86,7 +91,10 @@ class RedisStore:
         self.spec, self.url, self.prefix = spec, url, prefix
         self.cold = {kind: cold_row(spec, encoder, kind) for kind in ONLINE_KINDS}
         self.client = redis.Redis.from_url(url)
-        self.client.ping()  # fail at start-up, not on the first request
+        try:
+            self.client.ping()  # fail at start-up, not on the first request
+        except redis.RedisError as e:
+            raise StoreUnavailable(f"the Redis feature store at {url} does not answer ({e}); is redis-server running?") from None
 
     def _key(self, kind: str) -> str:
         return f"{self.prefix}:{kind}"

@@ -22,7 +22,9 @@ def test_every_command_has_help(command):
     [
         (["preprocess", "--schema", "no_such_schema"], "no shipped schema"),
         (["train", "--data", "/nonexistent"], "no preprocessed data"),
-        (["train", "--model", "gpt"], "invalid training config"),
+        (["train", "--model", "gpt"], "'gpt' is not one of"),
+        (["train", "--set", "epochs=0"], "invalid training config: epochs"),
+        (["train", "--set", "epochs"], "--set takes key=value"),
         (["tune", "--data", "/nonexistent"], "no preprocessed data"),
         (["evaluate", "--checkpoint", "/nonexistent"], "no checkpoint"),
         (["report", "/nonexistent"], "no run directory"),

@@ -24,6 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tamor.platform.registry import Registry
 from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
+from tamor.models.errors import TamorError
 from tamor.models.factory import MODEL_FILE
 from tamor.platform.data_dir import DataDir
 from tamor.platform.objectives import TIER_TASK_WEIGHTS
@@ -85,7 +86,7 @@ def run_trial(params: dict[str, Any]) -> None:
     build_trainer(cfg, name, callbacks=[TuneReportCallback()]).fit()
 
 
-def _objective_weights(cfg: SweepConfig) -> dict[str, dict[str, float]] | None:
+def objective_weights(cfg: SweepConfig) -> dict[str, dict[str, float]] | None:
     return TIER_TASK_WEIGHTS if cfg.objective == "business" else None
 
 
@@ -100,7 +101,7 @@ def build_tuner(cfg: SweepConfig, name: str) -> tune.Tuner:
         update={
             "data_dir": str(Path(cfg.train.data_dir).resolve()),
             "wandb": "disabled",  # one W&B run per trial comes from the Tune-side callback
-            "objective": _objective_weights(cfg),
+            "objective": objective_weights(cfg),
             "metric": "val_objective",
             "max_failures": 0,
         }
@@ -177,7 +178,7 @@ def best_checkpoint(grid: tune.ResultGrid) -> tuple[Path, dict]:
     result = grid.get_best_result(metric="val_objective", mode="max", scope="all")
     history = result.metrics_dataframe.dropna(subset=["checkpoint_path"])
     if history.empty:
-        raise FileNotFoundError(f"the best trial ({result.path}) kept no checkpoint")
+        raise TamorError(f"the best trial ({result.path}) kept no checkpoint")
     row = history.loc[history["val_objective"].idxmax()]
     return Path(row["checkpoint_path"]), {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -189,7 +190,7 @@ def check_fits(cfg: SweepConfig, cluster_cpus: float) -> None:
         return
     reserved = cfg.max_concurrent * (cfg.trial_cpus + t.num_workers * t.cpus_per_worker)
     if cluster_cpus - reserved < 1.0:
-        raise ValueError(
+        raise TamorError(
             f"{cfg.max_concurrent} concurrent trials reserve {reserved:.2f} of {cluster_cpus:.0f} CPUs, leaving "
             "Ray Data less than the 1 CPU its tasks need, so trials would wait forever: lower "
             "max_concurrent, num_workers or cpus_per_worker"
@@ -205,7 +206,7 @@ def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
     tasks = DataDir(cfg.train.data_dir).spec().task_names
     if resume:
         if not tune.Tuner.can_restore(str(path)):
-            raise FileNotFoundError(f"no sweep to resume at {path}")
+            raise TamorError(f"no sweep to resume at {path}")
         tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(run_trial, {"cpu": cfg.trial_cpus}), resume_errored=True)
     else:
         tuner = build_tuner(cfg, name)

@@ -6,6 +6,7 @@ from sklearn.metrics import roc_auc_score
 
 from helpers import make_spec, planted_columns
 from tamor.models.config import ModelConfig
+from tamor.models.errors import TamorError
 from tamor.models.factory import MODELS, build_model, load_model, save_model
 from tamor.models.inputs import batch_from_columns
 from tamor.models.loss import MultiTaskLoss
@@ -77,7 +78,7 @@ def test_missing_labels_give_no_loss(spec):
     total, masked = loss(model(batch), batch)
     assert masked["click"] == 0 and full["click"] > 0
     torch.testing.assert_close(total, sum(masked.values()))
-    with pytest.raises(ValueError, match="unknown tasks"):
+    with pytest.raises(TamorError, match="unknown tasks"):
         MultiTaskLoss(spec, {"clicks": 1.0})
 
 
@@ -112,5 +113,5 @@ def test_save_load_round_trip_gives_identical_outputs(name, spec, batch, tmp_pat
 
 def test_loading_a_foreign_file_is_a_clear_error(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a tamor model file"):
+    with pytest.raises(TamorError, match="not a tamor model file"):
         load_model(tmp_path / "other.pt")

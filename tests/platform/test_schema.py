@@ -55,3 +55,13 @@ def test_absent_label_is_declared_not_faked(tmp_path):
     tasks = [{"name": "click", "column": "click"}, {"name": "invest", "column": None}]
     schema = load_schema(write(tmp_path, tasks=tasks))
     assert [t.name for t in schema.present_tasks] == ["click"]
+
+
+def test_tier_and_scenario_columns_are_features_for_every_model_unless_declared_otherwise():
+    schema = load_schema("census_income")
+    implied = {f.column: f for f in schema.model_features if f.column not in {g.column for g in schema.features}}
+    assert implied["stock_dividends"].side == "user" and implied["stock_dividends"].type == "numeric"
+    assert implied["class_worker"].side == "item" and implied["class_worker"].type == "categorical"
+    hidden = schema.model_copy(update={"tiers": schema.tiers.model_copy(update={"feature": False}),
+                                       "scenario": schema.scenario.model_copy(update={"feature": False})})
+    assert hidden.model_features == hidden.features

@@ -4,14 +4,16 @@ W&B offline tracking, evaluation and the paper's table."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from tamor.models.config import ModelConfig
+from tamor.models.errors import TamorError
 from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
 from tamor.platform.tracking import read_offline_history
 from tamor.models.factory import load_model
-from tamor.platform.train import TrainConfig, train
+from tamor.platform.train import TrainConfig, build_trainer, epoch_batches, train
 
 TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, num_experts=2, ple_levels=1)
 
@@ -29,6 +31,28 @@ def epochs_run(summary) -> list[int]:
 @pytest.fixture(scope="module")
 def ddp_run(ray_session, synthetic_data, tmp_path_factory):
     return train(config(synthetic_data, tmp_path_factory.mktemp("runs"), num_workers=2))
+
+
+def test_training_batches_are_shuffled_anew_every_epoch(ray_session):
+    ds = ray_session.data.range(4000, override_num_blocks=4)
+    cfg = TrainConfig(batch_size=400, shuffle_buffer=4000)
+
+    def epoch(e: int, c: TrainConfig = cfg) -> np.ndarray:
+        return np.concatenate([b["id"].numpy() for b in epoch_batches(ds.iterator(), c, e, 0, None)])
+
+    first, second = epoch(0), epoch(1)
+    assert sorted(first) == sorted(second) == list(range(4000))  # every row once per epoch
+    assert not np.array_equal(first, second)  # a new order every epoch
+    assert abs(np.corrcoef(first, np.arange(4000))[0, 1]) < 0.2  # far from the data (date) order
+    unshuffled = epoch(0, cfg.model_copy(update={"shuffle_buffer": 0}))  # blocks may interleave, rows within them do not
+    assert (np.diff(unshuffled) == 1).mean() > 0.99 and (np.diff(first) == 1).mean() < 0.05
+
+
+def test_a_config_naming_unknown_tasks_or_metrics_is_refused(synthetic_data, tmp_path):
+    with pytest.raises(TamorError, match="unknown task names \\['purchase'\\]"):
+        build_trainer(config(synthetic_data, tmp_path, model=TINY.model_copy(update={"loss_weights": {"purchase": 2.0}})), "x")
+    with pytest.raises(TamorError, match="unknown metric"):
+        build_trainer(config(synthetic_data, tmp_path, metric="val_auc_purchase"), "x")
 
 
 def test_two_workers_train_report_and_checkpoint(ddp_run):

@@ -8,11 +8,13 @@ import pandas as pd
 import pytest
 
 from tamor.models.config import ModelConfig
+from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.platform.registry import Registry
 from tamor.platform.tracking import read_offline_history
 from tamor.platform.train import TrainConfig
-from tamor.tuning.sweep import BUSINESS_OBJECTIVE, SweepConfig, check_fits, sweep, trial_train_config
+from tamor.platform.objectives import TIER_TASK_WEIGHTS
+from tamor.tuning.sweep import SweepConfig, check_fits, objective_weights, sweep, trial_train_config
 
 TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, ple_levels=1)
 
@@ -26,7 +28,7 @@ def sweep_config(data, tmp_path, **kw) -> SweepConfig:
 
 def test_a_sweep_that_would_starve_ray_data_is_refused_up_front():
     cfg = SweepConfig(max_concurrent=3, train=TrainConfig(cpus_per_worker=0.5))
-    with pytest.raises(ValueError, match="wait forever"):
+    with pytest.raises(TamorError, match="wait forever"):
         check_fits(cfg, cluster_cpus=2)
     check_fits(cfg.model_copy(update={"max_concurrent": 1}), cluster_cpus=2)
 
@@ -76,9 +78,12 @@ def test_each_trial_has_an_offline_wandb_run(finished_sweep):
     assert sum(1 for row in history if "val_objective" in row) >= 6
 
 
-def test_business_objective_weights_tiers(finished_sweep):
-    assert set(BUSINESS_OBJECTIVE) == {"new", "low", "high"}
-    assert BUSINESS_OBJECTIVE["low"]["large_invest"] > BUSINESS_OBJECTIVE["new"].get("large_invest", 0)
+def test_the_business_objective_is_the_trade_off_the_reranker_serves():
+    from tamor.serve.policy import RerankPolicy
+
+    assert objective_weights(SweepConfig(objective="business")) == RerankPolicy().weights == TIER_TASK_WEIGHTS
+    assert objective_weights(SweepConfig(objective="mean_auc")) is None
+    assert TIER_TASK_WEIGHTS["low"]["large_invest"] > TIER_TASK_WEIGHTS["new"].get("large_invest", 0)
 
 
 def test_an_interrupted_sweep_resumes(ray_session, synthetic_data, tmp_path):

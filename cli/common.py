@@ -1,0 +1,112 @@
+"""What every `tamor` command shares: the console, option definitions, choices, the config loader,
+and the one error handler (any :class:`TamorError` → one red line, exit code 2)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+import yaml
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from tamor.models.errors import TamorError
+from tamor.models.factory import MODELS
+
+console = Console()
+C = TypeVar("C", bound=BaseModel)
+
+
+class CliError(TamorError):
+    """Bad command-line input."""
+
+
+class TamorGroup(TyperGroup):
+    """Runs a command; a :class:`TamorError` becomes its message and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TamorError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(code=2) from None
+
+
+def typer_app(help: str) -> typer.Typer:
+    return typer.Typer(help=help, cls=TamorGroup, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+
+
+# ------------------------------------------------------------------------------------ choices
+
+ModelName = Enum("ModelName", {name: name for name in MODELS}, type=str)
+WandbChoice = Enum("WandbChoice", {m: m for m in ("offline", "online", "disabled")}, type=str)
+ObjectiveChoice = Enum("ObjectiveChoice", {m: m for m in ("mean_auc", "business")}, type=str)
+SplitChoice = Enum("SplitChoice", {s: s for s in ("train", "valid", "test")}, type=str)
+
+
+def value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+# ------------------------------------------------------------------------------------ shared options
+
+AddressOpt = typer.Option(None, "--address", help="Ray cluster address (default: RAY_ADDRESS or a new local Ray).")
+ConfigOpt = typer.Option(None, "--config", help="A config YAML; options and --set override it.")
+SetOpt = typer.Option(None, "--set", help="Override any config field: --set model.dropout=0.1 (repeatable; values are YAML).")
+WandbOpt = typer.Option(None, "--wandb", help="W&B mode [offline].")
+GpuOpt = typer.Option(None, "--gpu/--cpu", help="GPU or CPU workers (default: GPUs if the cluster has them).")
+
+
+def data_opt(default: Optional[str] = "runs/synthetic/data") -> Any:
+    """``--data``; ``None`` as the default lets a config file's ``data_dir`` apply."""
+    return typer.Option(default, "--data", help="Preprocessed data directory [runs/synthetic/data].")
+
+
+def load_config(cls: type[C], path: Path | None, overrides: dict[str, Any], sets: list[str] | None, what: str) -> C:
+    """``cls`` from a YAML file, then the options that were given, then ``--set a.b=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        if not path.exists():
+            raise CliError(f"no {what} file {path}")
+        raw = yaml.safe_load(path.read_text()) or {}
+    for dotted, v in overrides.items():
+        if v is not None:
+            _assign(raw, dotted, v)
+    for item in sets or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise CliError(f"--set takes key=value, got {item!r}")
+        _assign(raw, key.strip(), yaml.safe_load(text))
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as e:
+        lines = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise CliError(f"invalid {what}: {lines}") from None
+
+
+def _assign(raw: dict[str, Any], dotted: str, v: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = v
+
+
+def require_data(data_dir: str | Path) -> None:
+    from tamor.platform.data_dir import DataDir
+
+    if not DataDir(data_dir).exists():
+        raise CliError(f"no preprocessed data at {data_dir} (run `tamor generate` and `tamor preprocess` first)")
+
+
+def print_frame(title: str, frame: Any, float_fmt: str = "{:.4f}") -> None:
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "fi" else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[float_fmt.format(v) if isinstance(v, float) else str(v) for v in row])
+    console.print(table)

@@ -1,0 +1,61 @@
+"""`tamor registry list | show | promote`: the model registry's versions and aliases."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from tamor.cli.common import console, typer_app
+
+app = typer_app("The model registry: list, show and promote versions.")
+RegistryOpt = typer.Option("runs/registry", "--registry", help="Registry directory or URI.")
+
+
+@app.command("list")
+def registry_list(registry: str = RegistryOpt) -> None:
+    """Every version with its metric, source and aliases."""
+    from tamor.platform.registry import Registry, RegistryError
+
+    reg = Registry(registry)
+    versions = reg.versions()
+    if not versions:
+        console.print(f"no versions in {registry}")
+        return
+    labels: dict[str, list[str]] = {}
+    for ref in ("latest", "best"):
+        try:
+            labels.setdefault(reg.resolve(ref).name, []).append(ref)
+        except RegistryError:
+            pass
+    for alias, version in reg.aliases().items():
+        labels.setdefault(version, []).append(alias)
+    table = Table(title=f"registry {registry}")
+    for col in ("version", "created", "model", "metric", "value", "source", "aliases"):
+        table.add_column(col)
+    for v in versions:
+        m = v.meta
+        value = f"{m['metric_value']:.4f}" if m["metric_value"] is not None else ""
+        source = m["source"].get("sweep") or m["source"].get("run", "")
+        table.add_row(v.name, m["created"], m["config"]["name"], m["metric"], value, source, ", ".join(labels.get(v.name, [])))
+    console.print(table)
+
+
+@app.command("show")
+def registry_show(ref: str = typer.Argument("latest", help="latest | best | an alias | a version"), registry: str = RegistryOpt) -> None:
+    """One version's metadata (metrics, config, source) as JSON."""
+    from tamor.platform.registry import Registry
+
+    version = Registry(registry).resolve(ref)
+    console.print_json(json.dumps({k: v for k, v in version.meta.items() if k != "feature_spec"}, default=str))
+
+
+@app.command("promote")
+def registry_promote(ref: str = typer.Argument(..., help="The version (or latest / best) to promote."),
+                     alias: str = typer.Option("production", help="The alias to point at it."), registry: str = RegistryOpt) -> None:
+    """Point an alias (default: production) at a version; serving can follow the alias."""
+    from tamor.platform.registry import Registry
+
+    version = Registry(registry).promote(ref, alias)
+    console.print(f"{alias} → {version.name}")
