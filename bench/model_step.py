@@ -17,7 +17,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import make_spec, planted_columns  # noqa: E402  (the tests' small spec and batches)
-
 from tamor.models.config import ModelConfig  # noqa: E402
 from tamor.models.factory import MODELS, build_model  # noqa: E402
 from tamor.models.inputs import batch_from_columns  # noqa: E402

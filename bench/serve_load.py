@@ -89,8 +89,8 @@ def main() -> None:
     from tamor.models.config import ModelConfig
     from tamor.models.factory import build_model, save_model
     from tamor.models.feature_spec import FeatureSpec
-    from tamor.platform.data_dir import DataDir
     from tamor.models.inputs import batch_from_columns
+    from tamor.platform.data_dir import DataDir
     from tamor.platform.generate import generate
     from tamor.platform.preprocess import preprocess
     from tamor.platform.ray_env import init_ray

@@ -87,7 +87,8 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
 
     from tamor.cli.report import write_report
     from tamor.models.config import ModelConfig
-    from tamor.models.factory import load_model
+    from tamor.models.factory import MODEL_FILE, load_model
+    from tamor.platform.data_dir import DataDir
     from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
     from tamor.platform.figures import fig3, representation_sample
     from tamor.platform.generate import generate
@@ -95,8 +96,6 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
     from tamor.platform.ray_env import init_ray
     from tamor.platform.registry import Registry
     from tamor.platform.schema import load_schema
-    from tamor.models.factory import MODEL_FILE
-    from tamor.platform.data_dir import DataDir
     from tamor.platform.train import TrainConfig, train
     from tamor.platform.world import WorldConfig
     from tamor.serve.app import AppArgs, start

@@ -176,7 +176,7 @@ class Encoder(BaseModel):
         Path(path).write_text(self.model_dump_json())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Encoder":
+    def load(cls, path: str | Path) -> Encoder:
         """From ``encoder.json`` or a directory holding one."""
         path = Path(path)
         if path.is_dir():

@@ -92,7 +92,7 @@ class FeatureSpec(BaseModel):
         Path(path).write_text(self.model_dump_json(indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> "FeatureSpec":
+    def load(cls, path: str | Path) -> FeatureSpec:
         path = Path(path)
         if path.is_dir():
             path = path / SPEC_FILE

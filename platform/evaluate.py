@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tamor.models.feature_spec import FeatureSpec
-from tamor.models.metrics import evaluate_predictions, paper_table
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
+from tamor.models.feature_spec import FeatureSpec
+from tamor.models.metrics import evaluate_predictions, paper_table
 from tamor.platform.plots import save, subplots
 from tamor.platform.train import SpecCollate, predict_split, read_split
 

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-
 import pyarrow.csv as pacsv
 import ray
 from ray.data.expressions import col

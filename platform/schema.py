@@ -59,7 +59,7 @@ class Tiers(_Strict):
     feature: bool = Field(True, description="the amount is also a user feature (numeric, log1p) for every model")
 
     @model_validator(mode="after")
-    def _check(self) -> "Tiers":
+    def _check(self) -> Tiers:
         if len(self.names) != len(self.thresholds) + 1:
             raise ValueError(
                 f"tiers: {len(self.names)} names need {len(self.names) - 1} thresholds, "
@@ -112,7 +112,7 @@ class LogSchema(_Strict):
     preprocess: Preprocess = Preprocess()
 
     @model_validator(mode="after")
-    def _check(self) -> "LogSchema":
+    def _check(self) -> LogSchema:
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"tasks: duplicate task names in {names}")

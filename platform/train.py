@@ -25,7 +25,7 @@ from ray.train.torch import TorchTrainer
 
 from tamor.models.config import ModelConfig
 from tamor.models.errors import TamorError
-from tamor.models.factory import MODEL_FILE, build_model, load_model, model_state
+from tamor.models.factory import MODEL_FILE, build_model, model_state
 from tamor.models.feature_spec import FeatureSpec
 from tamor.models.inputs import batch_columns, batch_from_columns
 from tamor.models.loss import MultiTaskLoss

@@ -24,7 +24,6 @@ from tamor.serve.policy import RerankPolicy, rerank
 from tamor.serve.schemas import RecommendRequest, RecommendResponse
 from tamor.serve.store import open_store
 
-
 # Each deployment's resources and concurrency, named once (decorators, the app builder and the
 # `serve deploy` config read this table). Fractional CPUs: the graph starts on a 2-CPU machine.
 DEPLOYMENTS: dict[str, dict[str, Any]] = {

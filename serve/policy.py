@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tamor.platform.objectives import copy_weights
 
+
 class RerankPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     weights: dict[str, dict[str, float]] = Field(default_factory=copy_weights)

@@ -17,7 +17,7 @@ class RecommendRequest(BaseModel):
     context: dict[str, str | float] = Field(default_factory=dict, description="context features, e.g. hour, page")
 
     @model_validator(mode="after")
-    def _one_candidate_source(self) -> "RecommendRequest":
+    def _one_candidate_source(self) -> RecommendRequest:
         if (self.item_ids is None) == (self.scenarios is None):
             raise ValueError("give exactly one of item_ids or scenarios")
         return self

@@ -48,3 +48,11 @@ def census_data(ray_session, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("census") / "data"
     preprocess(str(CENSUS_SAMPLE), load_schema("census_income"), out)
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs Ray (directly or through a data/serving fixture) is ``slow``:
+    ``pytest -m "not slow"`` is the fast loop, the full suite is the README's test command."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

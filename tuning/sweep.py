@@ -22,14 +22,15 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from tamor.platform.registry import Registry
-from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
 from tamor.models.errors import TamorError
 from tamor.models.factory import MODEL_FILE
 from tamor.platform.data_dir import DataDir
 from tamor.platform.objectives import TIER_TASK_WEIGHTS
 from tamor.platform.plots import save, subplots
+from tamor.platform.registry import Registry
+from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
 from tamor.platform.train import TrainConfig, build_trainer, unique_name
+
 
 class Range(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from helpers import CENSUS_SAMPLE
-from tamor.platform.data_dir import DataDir
 from tamor.models.encoder import Encoder
 from tamor.models.feature_spec import FeatureSpec
+from tamor.platform.data_dir import DataDir
 from tamor.platform.preprocess import PreprocessError, preprocess
 from tamor.platform.schema import Source, load_schema
 from tamor.platform.world import WorldConfig, impressions, make_items, make_users

@@ -10,9 +10,9 @@ import pytest
 
 from tamor.models.config import ModelConfig
 from tamor.models.errors import TamorError
+from tamor.models.factory import load_model
 from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
 from tamor.platform.tracking import read_offline_history
-from tamor.models.factory import load_model
 from tamor.platform.train import TrainConfig, build_trainer, epoch_batches, train
 
 TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, num_experts=2, ple_levels=1)

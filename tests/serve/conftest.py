@@ -16,7 +16,6 @@ from tamor.platform.data_dir import DataDir
 from tamor.platform.registry import Registry
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

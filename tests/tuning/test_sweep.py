@@ -10,10 +10,10 @@ import pytest
 from tamor.models.config import ModelConfig
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
+from tamor.platform.objectives import TIER_TASK_WEIGHTS
 from tamor.platform.registry import Registry
 from tamor.platform.tracking import read_offline_history
 from tamor.platform.train import TrainConfig
-from tamor.platform.objectives import TIER_TASK_WEIGHTS
 from tamor.tuning.sweep import SweepConfig, check_fits, objective_weights, sweep, trial_train_config
 
 TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, ple_levels=1)

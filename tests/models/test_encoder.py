@@ -1,0 +1,58 @@
+"""The one encoder: raw values of any kind become the same model inputs wherever they come from."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tamor.models.encoder import MISSING, OOV, CategoricalEncoding, Encoder, NumericEncoding, as_text, canonical_text, tier_index
+
+ENCODER = Encoder(
+    dataset="toy",
+    categorical=[
+        CategoricalEncoding(name="year", side="context", vocabulary={"94": 1, "95": 2}),
+        CategoricalEncoding(name="page", side="context", vocabulary={"home": 1, MISSING: 2, "首页": 3}),
+        CategoricalEncoding(name="brand", side="item", vocabulary={"b1": 1}),
+    ],
+    numeric=[NumericEncoding(name="amount", side="user", mean=1.0, std=2.0, log1p=True)],
+    tiers=["new", "low", "high"],
+    tier_thresholds=[0.01, 100.0],
+    scenarios=["<other>", "fund", "gold"],
+)
+
+
+@pytest.mark.parametrize("raw, text", [(94, "94"), (94.0, "94"), (np.float32(94.0), "94"), ("94", "94"), (" 94 ", "94"),
+                                       (np.int64(94), "94"), (b"u223", "u223"), (True, "True"), (0.5, "0.5"),
+                                       (None, None), (float("nan"), None), ("", None), ("  ", None), ("首页", "首页")])
+def test_canonical_text_makes_one_category_of_every_spelling(raw, text):
+    assert canonical_text(raw) == text
+    assert as_text(pd.Series([raw], dtype=object)).iloc[0] == text
+
+
+def test_request_values_and_frames_encode_alike():
+    frame = pd.DataFrame({"year": ["94", "95", "96", None], "page": ["home", None, "首页", "elsewhere"], "amount": ["3", "inf", "-1e300", None]})
+    offline = ENCODER.encode(frame, sides=["context", "user"])
+    online = [ENCODER.encode({"year": y, "page": p, "amount": a}, sides=["context", "user"], n=1)
+              for y, p, a in [(94.0, "home", 3), (95, None, float("inf")), (96, " 首页 ", -1e300), (None, "elsewhere", None)]]
+    for key, column in offline.items():
+        np.testing.assert_array_equal(column, np.concatenate([o[key] for o in online]))
+    assert offline["f_year"].tolist() == [1, 2, OOV, OOV]  # unseen and missing without a <missing> id are OOV
+    assert offline["f_page"].tolist() == [1, 2, 3, OOV]  # missing has its own id when train had it
+    z = (np.log1p(3.0) - 1.0) / 2.0
+    np.testing.assert_allclose(offline["f_amount"], [z, 0.0, (0.0 - 1.0) / 2.0, 0.0], rtol=1e-6)  # inf is missing: the mean
+
+
+def test_a_scalar_context_broadcasts_and_absent_features_are_missing():
+    cols = ENCODER.encode({"year": 95}, n=3)
+    assert cols["f_year"].tolist() == [2, 2, 2] and cols["f_page"].tolist() == [2, 2, 2] and cols["f_brand"].tolist() == [OOV] * 3
+    assert cols["f_amount"].dtype == np.float32 and cols["f_year"].dtype == np.int64
+
+
+def test_tiers_scenarios_fingerprint_and_file(tmp_path):
+    assert tier_index(np.array([0.0, 0.01, 99.9, 100.0, 1e9]), [0.01, 100.0]).tolist() == [0, 1, 1, 2, 2]
+    assert ENCODER.scenario_ids(["gold", "fund ", "unknown", None]).tolist() == [2, 1, 0, 0]
+    ENCODER.save(tmp_path / "encoder.json")
+    assert Encoder.load(tmp_path).fingerprint == ENCODER.fingerprint
+    other = ENCODER.model_copy(update={"tier_thresholds": [1.0, 100.0]})
+    assert other.fingerprint != ENCODER.fingerprint
+    spec = ENCODER.feature_spec(tasks=[])
+    assert {f.name: f.vocab_size for f in spec.categorical} == {"year": 3, "page": 4, "brand": 2}
