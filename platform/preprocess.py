@@ -32,6 +32,7 @@ from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec, TaskSpec
 from tamor.platform.data_dir import ONLINE_KINDS, SPLITS, DataDir
 from tamor.platform.schema import LogSchema
+from tamor.platform.sources import check_columns, unzip
 from tamor.platform.validate import KEY, REASON, check_batch, parse_label
 
 OTHER_SCENARIO = "<other>"
@@ -57,7 +58,7 @@ class PreprocessReport:
 # ---------------------------------------------------------------- reading
 
 
-def read_source(source: str | list[str], schema: LogSchema) -> ray.data.Dataset:
+def read_source(source: str | list[str], schema: LogSchema, columns: list[str]) -> ray.data.Dataset:
     """Read raw logs as declared by ``schema.source``; CSV columns are read as text (parsing is ours)."""
     fmt = schema.source.format
     if fmt == "parquet":
@@ -67,14 +68,12 @@ def read_source(source: str | list[str], schema: LogSchema) -> ray.data.Dataset:
     opts = schema.source.csv
     names = opts.column_names
     read_options = pacsv.ReadOptions(column_names=names) if names else pacsv.ReadOptions()
-    wanted = schema.raw_columns()
+    # Every column is read as text (parsing is ours; the row hash that ids rows covers all of them).
     return ray.data.read_csv(
         source,
         read_options=read_options,
         parse_options=pacsv.ParseOptions(delimiter=opts.delimiter),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in wanted}, include_columns=wanted, strings_can_be_null=True
-        ),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True),
     )
 
 
@@ -223,7 +222,9 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
     data = DataDir(out)
     if data.root.exists() and any(data.root.iterdir()):
         raise PreprocessError(f"{data.root} is not empty: choose a new output directory")
-    read_source(source, schema).map_batches(check_batch, fn_kwargs={"schema": schema}, batch_format="pandas").write_parquet(
+    sources = [unzip(s, data.root / "_source") for s in ([source] if isinstance(source, str) else source)]
+    columns = check_columns(sources, schema)  # on the driver: a missing column is one line naming the file
+    read_source(sources, schema, columns).map_batches(check_batch, fn_kwargs={"schema": schema}, batch_format="pandas").write_parquet(
         str(data.staging)
     )
     rows_in = ray.data.read_parquet(str(data.staging)).count()
@@ -268,6 +269,7 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
     encoded = ray.data.read_parquet([str(data.split(s)) for s in SPLITS if rows_out[s]])
     online = write_online(encoded, spec, data, rows_in)
     shutil.rmtree(data.staging)
+    shutil.rmtree(data.root / "_source", ignore_errors=True)
 
     report = PreprocessReport(rows_in, rows_out, rows_quarantined, reasons)
     if not report.conserved:  # pragma: no cover - a bug, never bad data

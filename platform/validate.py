@@ -1,8 +1,8 @@
 """Row checks of the tiered-log contract, one pandas batch at a time.
 
 :func:`check_batch` never drops a row: it keeps every raw value as text and adds ``_reason`` (empty
-for a good row, else the first rule it broke) and ``_key`` (a stable hash of the raw row, for hash
-splits and derived ids). Rows with a reason go to ``quarantine/``; the rest are encoded.
+for a good row, else the first rule it broke) and ``_key`` (a stable hash of the whole raw row, for
+hash splits and the ids of rows without an id column). Rows with a reason go to ``quarantine/``; the rest are encoded.
 """
 
 from __future__ import annotations
@@ -69,5 +69,7 @@ def check_batch(batch: pd.DataFrame, schema: LogSchema) -> pd.DataFrame:
         if t.after is not None and t.after in labels:
             flag((labels[t.name] == 1.0) & (labels[t.after] == 0.0), f"chain_violation:{t.name}_without_{t.after}")
     df[REASON] = reason.astype(str)
-    df[KEY] = pd.util.hash_pandas_object(df[cols], index=False).to_numpy(dtype=np.uint64)
+    # A stable hash of the whole raw row (every column, read or not): hash splits and row ids.
+    whole = pd.DataFrame({c: as_text(batch[c], strip) for c in sorted(batch.columns, key=str)})
+    df[KEY] = pd.util.hash_pandas_object(whole, index=False).to_numpy(dtype=np.uint64)
     return df

@@ -1,0 +1,258 @@
+"""The peer benchmark, side by side in one run: tamor's models, torch-rechub's MMoE and PLE, and a
+scikit-learn HistGradientBoosting per task, on the same preprocessed splits with one protocol.
+
+    pip install -e ".[bench]"                      # torch-rechub, pinned
+    python bench/peers.py --source ../shared/data/census-income/census-income.test.gz --schema census_income --seeds 3
+    python bench/peers.py --synthetic 200000 --seeds 3
+
+The splits come from `tamor preprocess` (Ray Data): one encoder, the same features for every model
+(the tier and scenario columns included). Every deep model is fitted by the same loop: Adam, the same
+learning rate and batch size, a fresh shuffle every epoch, early stopping on the mean validation AUC
+over tasks with the best weights restored; N seeds each. Test AUC and log loss per task × (overall,
+each tier) are written as mean ± std (``peers.csv``, ``peers.md``) with the wall time of each fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import roc_auc_score
+from torch import Tensor, nn
+
+from tamor.models.config import ModelConfig
+from tamor.models.factory import build_model
+from tamor.models.feature_spec import SIDES, FeatureSpec
+from tamor.models.inputs import batch_columns, batch_from_columns
+from tamor.models.loss import MultiTaskLoss
+from tamor.models.metrics import evaluate_predictions
+from tamor.platform.data_dir import DataDir
+
+TAMOR_MODELS = ["shared_bottom", "mmoe", "ple", "per_tier_mmoe", "tamor"]
+PEERS = ["rechub_mmoe", "rechub_ple", "hgb"]
+MIN_POSITIVES = 50  # cells with fewer test positives are shown but not judged
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def load_split(data: DataDir, split: str, spec: FeatureSpec) -> dict[str, Tensor]:
+    frame = pd.read_parquet(data.split(split), columns=batch_columns(spec))
+    return batch_from_columns(spec, {c: frame[c].to_numpy() for c in frame.columns})
+
+
+def rows(batch: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
+    return {k: v[idx] for k, v in batch.items()}
+
+
+# ------------------------------------------------------------------------------------------ torch-rechub
+
+
+class RechubAdapter(nn.Module):
+    """A torch-rechub multi-task model behind tamor's batch → ``{task: logit}`` interface."""
+
+    def __init__(self, kind: str, spec: FeatureSpec, embed_dim: int = 16):
+        super().__init__()
+        from torch_rechub.basic.features import DenseFeature, SparseFeature
+        from torch_rechub.models.multi_task import MMOE, PLE
+
+        self.spec, self.tasks = spec, spec.task_names
+        self.fields = [(f"cat_{s}", i, f"f_{f.name}") for s in SIDES for i, f in enumerate(spec.categorical_on(s))]
+        self.fields += [(f"num_{s}", i, f"f_{f.name}") for s in SIDES for i, f in enumerate(spec.numeric_on(s))]
+        vocab = {f"f_{f.name}": f.vocab_size for f in spec.categorical}
+        features = [SparseFeature(name, vocab[name], embed_dim=embed_dim) if key.startswith("cat") else DenseFeature(name)
+                    for key, _, name in self.fields]
+        types = ["classification"] * len(self.tasks)
+        towers = [{"dims": [8]} for _ in self.tasks]
+        if kind == "mmoe":  # torch-rechub's census example settings
+            self.net = MMOE(features, types, n_expert=8, expert_params={"dims": [16]}, tower_params_list=towers)
+        else:
+            self.net = PLE(features, types, n_level=1, n_expert_specific=2, n_expert_shared=1, expert_params={"dims": [16]},
+                           tower_params_list=towers)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        x = {name: batch[key][:, i] for key, i, name in self.fields}
+        probs = self.net(x).clamp(1e-7, 1 - 1e-7)  # [B, T] probabilities
+        logits = torch.logit(probs)
+        return {t: logits[:, i] for i, t in enumerate(self.tasks)}
+
+
+# ------------------------------------------------------------------------------------------ one protocol
+
+
+def predict(model: nn.Module, batch: dict[str, Tensor], tasks: list[str], size: int = 8192) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(batch["tier"]), size):
+            logits = model(rows(batch, torch.arange(i, min(i + size, len(batch["tier"])))))
+            out.append(torch.sigmoid(torch.stack([logits[t] for t in tasks], dim=1)).numpy())
+    return np.concatenate(out)
+
+
+def mean_auc(probs: np.ndarray, batch: dict[str, Tensor]) -> float:
+    labels, mask = batch["labels"].numpy(), batch["label_mask"].numpy()
+    aucs = [roc_auc_score(labels[mask[:, t] > 0, t], probs[mask[:, t] > 0, t]) for t in range(labels.shape[1])
+            if len(np.unique(labels[mask[:, t] > 0, t])) == 2]
+    return float(np.mean(aucs))
+
+
+def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, args, seed: int) -> tuple[np.ndarray, int]:
+    """Adam, shuffled mini-batches, early stopping on the mean validation AUC; test probabilities of the best epoch."""
+    torch.manual_seed(seed)
+    model = make()
+    loss_fn = MultiTaskLoss(spec)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    train, n = splits["train"], len(splits["train"]["tier"])
+    generator = torch.Generator().manual_seed(seed)
+    best, best_state, stale, epochs = -1.0, None, 0, 0
+    for _ in range(args.epochs):
+        model.train()
+        for idx in torch.randperm(n, generator=generator).split(args.batch_size):
+            batch = rows(train, idx)
+            total, _ = loss_fn(model(batch), batch)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+        epochs += 1
+        score = mean_auc(predict(model, splits["valid"], spec.task_names), splits["valid"])
+        if score > best:
+            best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= args.patience:
+                break
+    model.load_state_dict(best_state)
+    return predict(model, splits["test"], spec.task_names), epochs
+
+
+def fit_hgb(spec: FeatureSpec, splits: dict, seed: int) -> tuple[np.ndarray, int]:
+    """One default HistGradientBoostingClassifier per task (categoricals as categories where ≤ 255 values)."""
+
+    def matrix(batch):
+        return np.concatenate([batch[f"{k}_{s}"].numpy().astype(np.float64) for k in ("cat", "num") for s in SIDES], axis=1)
+
+    cat_sizes = [f.vocab_size for s in SIDES for f in spec.categorical_on(s)]
+    n_num = sum(len(spec.numeric_on(s)) for s in SIDES)
+    categorical = [size <= 255 for size in cat_sizes] + [False] * n_num
+    x_train, x_test = matrix(splits["train"]), matrix(splits["test"])
+    train, loss_mask = splits["train"], MultiTaskLoss(spec).row_mask(splits["train"]).numpy()
+    out = []
+    for t in range(len(spec.task_names)):
+        keep = loss_mask[:, t] > 0
+        clf = HistGradientBoostingClassifier(categorical_features=np.array(categorical), random_state=seed)
+        clf.fit(x_train[keep], train["labels"][keep, t].numpy())
+        out.append(clf.predict_proba(x_test)[:, 1])
+    return np.stack(out, axis=1), 0
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def run(data: DataDir, args) -> pd.DataFrame:
+    spec = data.spec()
+    splits = {s: load_split(data, s, spec) for s in ("train", "valid", "test")}
+    test = splits["test"]
+    results = []
+    for seed in range(args.seeds):
+        for name in args.models:
+            start = time.perf_counter()
+            if name == "hgb":
+                probs, epochs = fit_hgb(spec, splits, seed)
+            elif name.startswith("rechub_"):
+                probs, epochs = fit_torch(lambda k=name[7:]: RechubAdapter(k, spec), spec, splits, args, seed)
+            else:
+                config = ModelConfig(name=name)
+                probs, epochs = fit_torch(lambda c=config: build_model(c, spec), spec, splits, args, seed)
+            seconds = time.perf_counter() - start
+            metrics = evaluate_predictions(spec, probs, test["labels"].numpy(), test["label_mask"].numpy(), test["tier"].numpy(),
+                                           test["scenario"].numpy())
+            metrics = metrics[metrics["slice"] != "scenario"].assign(model=name, seed=seed, seconds=seconds, epochs=epochs)
+            results.append(metrics)
+            overall = metrics[metrics["slice"] == "overall"].set_index("task")["auc"].round(4).to_dict()
+            print(f"seed {seed} {name:14s} {seconds:6.1f} s {epochs:3d} epochs  test AUC {overall}", flush=True)
+    return pd.concat(results, ignore_index=True)
+
+
+def summarise(results: pd.DataFrame, models: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Mean ± std tables of AUC and log loss; wall time per fit; the cells where tamor is behind."""
+    cell = ["task", "slice", "group"]
+    stats = results.groupby([*cell, "model"], sort=False).agg(
+        auc=("auc", "mean"), auc_std=("auc", "std"), logloss=("logloss", "mean"), logloss_std=("logloss", "std"),
+        positives=("positives", "first")).reset_index()
+    stats["auc_text"] = [f"{m:.4f} ± {s:.4f}" if np.isfinite(m) else "–" for m, s in zip(stats["auc"], stats["auc_std"].fillna(0))]
+    stats["logloss_text"] = [f"{m:.4f} ± {s:.4f}" if np.isfinite(m) else "–" for m, s in zip(stats["logloss"], stats["logloss_std"].fillna(0))]
+    wide = {metric: stats.pivot_table(index=[*cell, "positives"], columns="model", values=f"{metric}_text", aggfunc="first", sort=False)[models]
+            for metric in ("auc", "logloss")}
+    times = results.groupby("model", sort=False).agg(seconds=("seconds", "mean"), epochs=("epochs", "mean")).loc[models]
+    behind = []
+    auc = stats.pivot_table(index=[*cell, "positives"], columns="model", values="auc", sort=False)
+    if "tamor" in auc:
+        for key, row in auc.iterrows():
+            others = row.drop("tamor").dropna()
+            if key[3] >= MIN_POSITIVES and len(others) and row["tamor"] < others.max():
+                behind.append(f"{key[0]} / {key[2]}: tamor {row['tamor']:.4f} < {others.idxmax()} {others.max():.4f}")
+    return wide["auc"].reset_index(), wide["logloss"].reset_index(), behind, times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="a directory written by `tamor preprocess`")
+    src.add_argument("--source", help="raw logs to preprocess first (with --schema)")
+    src.add_argument("--synthetic", type=int, metavar="ROWS", help="generate and preprocess a synthetic world of this many rows")
+    ap.add_argument("--schema", default="synthetic")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--models", nargs="+", default=TAMOR_MODELS + PEERS)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("runs/peers"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.data is None:
+        from tamor.platform.preprocess import preprocess
+        from tamor.platform.ray_env import init_ray
+        from tamor.platform.schema import load_schema
+
+        init_ray(num_cpus=2)
+        work = Path(tempfile.mkdtemp(prefix="peers-"))
+        source = args.source
+        if args.synthetic:
+            from tamor.platform.generate import generate
+            from tamor.platform.world import WorldConfig
+
+            generate(WorldConfig(rows=args.synthetic, seed=0), work / "synthetic")
+            source, args.schema = str(work / "synthetic" / "logs"), "synthetic"
+        preprocess(source, load_schema(args.schema), work / "data")
+        args.data = work / "data"
+    data = DataDir(args.data)
+    results = run(data, args)
+    results.to_csv(args.out / "peers_runs.csv", index=False)
+    auc, logloss, behind, times = summarise(results, args.models)
+    auc.to_csv(args.out / "peers.csv", index=False)
+    text = [f"# Peer benchmark: {data.spec().dataset}, {args.seeds} seeds (test AUC, mean ± std)\n", auc.to_markdown(index=False),
+            "\n## Test log loss (mean ± std)\n", logloss.to_markdown(index=False),
+            "\n## Wall time per fit\n", times.round(1).to_markdown(),
+            f"\n## Cells with ≥ {MIN_POSITIVES} test positives where tamor is behind a model\n",
+            "\n".join(f"- {b}" for b in behind) or "none"]
+    (args.out / "peers.md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+    print(f"\nwrote {args.out / 'peers.md'} and peers.csv", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Raw log sources, checked on the driver before any Ray job: which files, which columns.
+
+A source is a file, a directory or a URI that pyarrow's filesystems read (local paths, ``s3://``,
+``gs://``, …), or a list of them. The first file of each source is opened to read its columns, so a
+declared column that the data lacks is one line naming the file and the column, not a Ray traceback.
+A ``.zip`` archive holding one file is unpacked into a staging directory first; ``.gz`` and ``.bz2``
+are read as they are.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tamor.platform.schema import LogSchema, SchemaError
+
+_COMPRESSION = {".gz": "gzip", ".bz2": "bz2"}
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), str(Path(path).resolve())
+
+
+def list_files(source: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The data files of a source (a directory's files, recursively, skipping hidden and ``_`` names)."""
+    fs, root = _filesystem(source)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise SchemaError(f"{source}: no such file or directory")
+    if info.type == pafs.FileType.File:
+        return fs, [root]
+    files = sorted(
+        f.path for f in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        if f.type == pafs.FileType.File and not any(part.startswith((".", "_")) for part in Path(f.path).relative_to(root).parts)
+    )
+    if not files:
+        raise SchemaError(f"{source}: the directory holds no data files")
+    return fs, files
+
+
+def unzip(source: str, staging: Path) -> str:
+    """A ``.zip`` of one data file → that file, unpacked under ``staging``; other sources unchanged."""
+    if not source.lower().endswith(".zip"):
+        return source
+    fs, path = _filesystem(source)
+    with fs.open_input_file(path) as f, zipfile.ZipFile(io.BytesIO(f.read())) as archive:
+        members = [m for m in archive.namelist() if not m.endswith("/") and not Path(m).name.startswith(".")]
+        if len(members) != 1:
+            raise SchemaError(f"{source}: a zip source must hold exactly one data file, it holds {members}")
+        staging.mkdir(parents=True, exist_ok=True)
+        return archive.extract(members[0], staging)
+
+
+def _first_line(fs: pafs.FileSystem, path: str) -> str:
+    compression = _COMPRESSION.get(Path(path).suffix.lower())
+    with fs.open_input_stream(path, compression=compression) as stream:
+        head = stream.read(1 << 16).decode("utf-8", errors="replace")
+    return head.splitlines()[0] if head else ""
+
+
+def file_columns(fs: pafs.FileSystem, path: str, schema: LogSchema) -> list[str]:
+    """The columns of one raw file as the schema's source options read it."""
+    fmt = schema.source.format
+    try:
+        if fmt == "parquet":
+            return list(pq.read_schema(path, filesystem=fs).names)
+        line = _first_line(fs, path)
+        if fmt == "json":
+            return list(json.loads(line)) if line else []
+        opts = schema.source.csv
+        if opts.column_names:
+            return list(opts.column_names)
+        names = next(csv.reader([line], delimiter=opts.delimiter), [])
+        return [n.strip() for n in names] if opts.strip else names
+    except (pa.ArrowInvalid, OSError, ValueError) as e:
+        raise SchemaError(f"{path}: cannot be read as {fmt} ({e})") from None
+
+
+def check_columns(source: str | list[str], schema: LogSchema) -> list[str]:
+    """The columns of the source's first file; :class:`SchemaError` naming the file if a declared one is missing."""
+    columns: list[str] = []
+    for one in [source] if isinstance(source, str) else source:
+        fs, files = list_files(one)
+        columns = file_columns(fs, files[0], schema)
+        missing = [c for c in schema.raw_columns() if c not in columns]
+        if missing:
+            raise SchemaError(
+                f"{files[0]}: no column {', '.join(map(repr, missing))} (declared by schema {schema.name!r}); "
+                f"the file has {len(columns)} columns: {', '.join(columns[:12])}{', …' if len(columns) > 12 else ''}"
+            )
+    return columns
