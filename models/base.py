@@ -38,7 +38,7 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.spec, self.config = spec, config
         self.tasks = spec.task_names
-        self.inputs = FeatureInputs(spec, config.embedding_dim)
+        self.inputs = FeatureInputs(spec, config.embedding_dim, config.numeric_embedding)
         self.encoder: Encoder | None = None  # the raw-value encoder of the data it is trained on
 
     def joint_input(self, batch: Mapping[str, Tensor]) -> Tensor:

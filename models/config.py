@@ -15,6 +15,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: ModelName = "tamor"
     embedding_dim: int = Field(8, ge=1)
+    numeric_embedding: Literal["periodic", "linear"] = Field("periodic", description="numerics: a vector each, or one projection")
     expert_dims: list[int] = Field(default_factory=lambda: [64, 32], min_length=1)
     num_experts: int = Field(4, ge=1, description="experts of MMoE and of the shared-bottom width")
     specific_experts: int = Field(1, ge=0, description="PLE: experts per group")
@@ -25,6 +26,7 @@ class ModelConfig(BaseModel):
     temperature: float = Field(1.0, gt=0, description="τ of the soft tier encoding")
     soft_init: float = Field(3.0, description="soft encoding logits start at soft_init · one-hot")
     bias_dim: int = Field(16, ge=1, description="width of the user-bias vector b")
+    shared_path: bool = Field(True, description="TAMOR: task-gated experts over all inputs beside the tier-aware path")
     user_specific_tasks: list[str] = Field(default_factory=lambda: ["invest", "large_invest"])
     dropout: float = Field(0.0, ge=0, lt=1)
     loss_weights: dict[str, float] = Field(default_factory=dict, description="λ_t; tasks not named get 1.0")

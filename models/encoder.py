@@ -102,13 +102,22 @@ class Encoder(BaseModel):
     numeric: list[NumericEncoding]
     tiers: list[str]
     tier_thresholds: list[float]
+    tier_values: dict[str, int] | None = None  # a tier from a flag or category: canonical raw value → tier id
     scenarios: list[str]
 
     # ------------------------------------------------------------------ encoding
 
     def tier_of(self, amount: np.ndarray) -> np.ndarray:
-        """Holdings ``[N]`` → tier ids ``[N]``."""
+        """Holdings ``[N]`` → tier ids ``[N]`` (by the thresholds)."""
         return tier_index(amount, self.tier_thresholds)
+
+    def tier_ids(self, values: pd.Series | Sequence[Any]) -> np.ndarray:
+        """Raw tier-column values ``[N]`` → tier ids ``[N]``: by the value map, else by the thresholds.
+        Missing or unknown values are the lowest tier (what a cold-start user is)."""
+        if self.tier_values is not None:
+            return as_text(values, self.strip).map(self.tier_values).fillna(0).to_numpy(np.int64)
+        amount = parse_number(as_text(values, self.strip)).fillna(0.0).to_numpy()
+        return self.tier_of(amount)
 
     def scenario_ids(self, values: pd.Series | Sequence[Any]) -> np.ndarray:
         """Raw scenario values ``[N]`` → scenario ids ``[N]`` (0 for an unknown or missing one)."""
@@ -169,7 +178,8 @@ class Encoder(BaseModel):
     @property
     def fingerprint(self) -> str:
         """A short hash of the whole encoding: equal fingerprints encode every raw value alike."""
-        canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+        # defaults left out: a field added to the format later does not change existing fingerprints
+        canonical = json.dumps(self.model_dump(exclude_defaults=True), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:

@@ -47,24 +47,49 @@ def batch_from_columns(spec: FeatureSpec, cols: Mapping[str, np.ndarray], device
     return batch
 
 
-class FeatureInputs(nn.Module):
-    """One embedding table per categorical field (shared by every tier and scenario) and one numeric
-    projection per side. ``forward(batch, side) -> [B, dim(side)]``: the side's field embeddings
-    and projected numerics, concatenated.
+class PeriodicEmbedding(nn.Module):
+    """Each numeric feature its own vector: ``[B, N] -> [B, N·d]``.
+
+    Feature j's standardised value x becomes ReLU(W_j [sin 2πc_j x, cos 2πc_j x, x] + b_j) with k
+    learned frequencies c_j (Gorishniy et al., "On Embeddings for Numerical Features in Tabular Deep
+    Learning", 2022): an MLP sees thresholds in age or capital gains the way a tree does, instead of
+    one linear projection of all numerics together.
     """
 
-    def __init__(self, spec: FeatureSpec, embedding_dim: int):
+    def __init__(self, n_features: int, dim: int, frequencies: int = 8, sigma: float = 1.0):
+        super().__init__()
+        width = 2 * frequencies + 1
+        self.frequencies = nn.Parameter(torch.randn(n_features, frequencies) * sigma)
+        self.weight = nn.Parameter(torch.empty(n_features, width, dim).uniform_(-(width**-0.5), width**-0.5))
+        self.bias = nn.Parameter(torch.zeros(n_features, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        v = 2 * torch.pi * x.unsqueeze(-1) * self.frequencies  # [B, N, k]
+        features = torch.cat([torch.sin(v), torch.cos(v), x.unsqueeze(-1)], dim=-1)  # [B, N, 2k+1]
+        out = torch.relu(torch.einsum("bnk,nkd->bnd", features, self.weight) + self.bias)  # [B, N, d]
+        return out.flatten(1)
+
+
+class FeatureInputs(nn.Module):
+    """One embedding table per categorical field (shared by every tier and scenario) and, per side,
+    the numerics as one vector each (``periodic``) or one linear projection of them all (``linear``).
+    ``forward(batch, side) -> [B, dim(side)]``: the side's field vectors, concatenated.
+    """
+
+    def __init__(self, spec: FeatureSpec, embedding_dim: int, numeric: str = "periodic"):
         super().__init__()
         self.embeddings = nn.ModuleDict(
             {f.name: nn.Embedding(f.vocab_size, embedding_dim) for f in spec.categorical}
         )
         self.side_fields = {side: [f.name for f in spec.categorical_on(side)] for side in SIDES}
-        self.numeric = nn.ModuleDict(
-            {side: nn.Linear(len(spec.numeric_on(side)), embedding_dim) for side in SIDES if spec.numeric_on(side)}
-        )
-        self.dims = {
-            side: embedding_dim * (len(self.side_fields[side]) + (side in self.numeric)) for side in SIDES
-        }
+        n_numeric = {side: len(spec.numeric_on(side)) for side in SIDES}
+        if numeric == "periodic":
+            self.numeric = nn.ModuleDict({s: PeriodicEmbedding(n, embedding_dim) for s, n in n_numeric.items() if n})
+            numeric_dims = {s: embedding_dim * n for s, n in n_numeric.items()}
+        else:
+            self.numeric = nn.ModuleDict({s: nn.Linear(n, embedding_dim) for s, n in n_numeric.items() if n})
+            numeric_dims = {s: embedding_dim * bool(n) for s, n in n_numeric.items()}
+        self.dims = {side: embedding_dim * len(self.side_fields[side]) + numeric_dims[side] for side in SIDES}
 
     def forward(self, batch: Mapping[str, Tensor], side: Side) -> Tensor:
         cat = batch[f"cat_{side}"]

@@ -5,12 +5,21 @@
     user inputs ─► PLE (g_u = #tiers groups) ─► V_u [B, g_u, h] ─► r_u = V_u · w_u(tier)      [B, h]
     item inputs ─► PLE (g_i = #scenarios)    ─► V_i [B, g_i, h] ─► r_i = V_i · w_i(scenario)  [B, h]
     user inputs ─► bias tower ─► b [B, bias_dim] ─► user-level task logits (high_holding)
-    common towers (click, conversion):          [r_u, r_i, r_u ⊙ r_i, context]
-    user-specific towers (invest, large_invest): [r_u, r_i, r_u ⊙ r_i, context, b]
+    common towers (click, conversion):          [r_u, r_i, r_u ⊙ r_i, context]     ─► tier-aware logit
+    user-specific towers (invest, large_invest): [r_u, r_i, r_u ⊙ r_i, context, b]  ─► tier-aware logit
+    all inputs ─► shared experts, one gate per task ─► shared tower_t ─► shared logit   (the shared path;
+                                                    user-level tasks: a tower on all user inputs)
+    logit_t = shared logit_t + tier-aware logit_t    (the user-level heads on b add to theirs likewise)
 
-The elementwise product r_u ⊙ r_i is our addition to the paper's tower inputs: it hands the towers
-the user × item interaction (e.g. a tier's taste for a scenario) that MMoE's experts get from seeing
-user and item features together, instead of leaving one small tower layer to discover it.
+Two additions to the paper, both chosen on real logs (census, bench/peers.py):
+
+- the elementwise product r_u ⊙ r_i hands the towers the user × item interaction (a tier's taste for
+  a scenario) that MMoE's experts get from seeing user and item features together;
+- the shared path is an MMoE over every input, and the tier- and scenario-aware towers add a
+  correction to its logit. Their last layers start at zero, so training starts from MMoE and the
+  tier-aware part earns its place: where tiers do not behave differently, TAMOR falls back to MMoE's
+  quality instead of below it. User-level tasks see every user input through it too, not only the
+  bias tower. ``shared_path: false`` gives the paper's form.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from torch import Tensor, nn
 from tamor.models.base import MultiTaskModel, Towers
 from tamor.models.config import ModelConfig
 from tamor.models.feature_spec import FeatureSpec
-from tamor.models.layers import PLE, TierEncoding, mlp
+from tamor.models.layers import CGC, PLE, TierEncoding, mlp
 
 
 class TAMOR(MultiTaskModel):
@@ -47,24 +56,40 @@ class TAMOR(MultiTaskModel):
             c.tower_dims,
             c.dropout,
         )
+        self.shared = self.shared_towers = None
+        self.item_tasks = self.common + self.user_specific
+        if c.shared_path:  # MMoE experts over all inputs, one gate and tower per item-level task; the rest adds to it
+            self.shared = CGC(len(self.item_tasks), 0, c.num_experts, self.joint_dim, c.expert_dims, last=True)
+            # user-level tasks stay item-agnostic: their shared tower reads every user input, no item input
+            self.shared_towers = Towers({**{t: h for t in self.item_tasks}, **{t: self.inputs.dims["user"] for t in self.user_level}},
+                                        c.tower_dims, c.dropout)
+            for head in [*(tower[-1] for tower in self.towers.towers.values()), self.user_level_heads]:
+                nn.init.zeros_(head.weight)  # the tier-aware correction starts at zero: training starts from MMoE
+                nn.init.zeros_(head.bias)
 
-    def _sides(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``V_u [B, g_u, h]``, ``r_u [B, h]``, ``r_i [B, h]``, user inputs ``[B, d_u]``."""
-        x_user = self.inputs(batch, "user")
-        v_user = self.user_ple(x_user)
+    def _sides(self, batch: Mapping[str, Tensor], x: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``V_u [B, g_u, h]``, ``r_u [B, h]``, ``r_i [B, h]`` from the side inputs ``x`` (computed if not given)."""
+        x = x or {s: self.inputs(batch, s) for s in ("user", "item")}
+        v_user = self.user_ple(x["user"])
         r_user = torch.einsum("bgh,bg->bh", v_user, self.user_encoding(batch["tier"]))
-        v_item = self.item_ple(self.inputs(batch, "item"))
+        v_item = self.item_ple(x["item"])
         r_item = torch.einsum("bgh,bg->bh", v_item, self.item_encoding(batch["scenario"]))
-        return v_user, r_user, r_item, x_user
+        return v_user, r_user, r_item
 
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        _, r_user, r_item, x_user = self._sides(batch)
-        b = self.bias_tower(x_user)  # item-agnostic: user inputs only
-        common_in = torch.cat([r_user, r_item, r_user * r_item, self.inputs(batch, "context")], dim=-1)
+        x = {s: self.inputs(batch, s) for s in ("user", "item", "context")}  # [B, d_side] each
+        _, r_user, r_item = self._sides(batch, x)
+        b = self.bias_tower(x["user"])  # item-agnostic: user inputs only
+        common_in = torch.cat([r_user, r_item, r_user * r_item, x["context"]], dim=-1)  # [B, 3h + d_ctx]
         specific_in = torch.cat([common_in, b], dim=-1)
         out = self.towers({t: specific_in if t in self.user_specific else common_in for t in self.towers.towers})
         user_logits = self.user_level_heads(b)
         out.update({t: user_logits[:, i] for i, t in enumerate(self.user_level)})
+        if self.shared is not None:
+            joint = torch.cat([x["user"], x["item"], x["context"]], dim=-1)  # [B, d]
+            shared = self.shared(joint.unsqueeze(1).expand(-1, len(self.item_tasks), -1), joint)[0]  # [B, T_item, h]
+            base = self.shared_towers({**{t: shared[:, i] for i, t in enumerate(self.item_tasks)}, **{t: x["user"] for t in self.user_level}})
+            out = {t: base[t] + out[t] for t in self.tasks}
         return {t: out[t] for t in self.tasks}
 
     def user_bias(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -72,7 +97,7 @@ class TAMOR(MultiTaskModel):
         return self.bias_tower(self.inputs(batch, "user"))
 
     def representations(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        v_user, r_user, _, _ = self._sides(batch)
+        v_user, r_user, _ = self._sides(batch)
         return {"tier_aware": r_user, "tier_agnostic": v_user.mean(dim=1)}
 
     def encoding_weights(self) -> dict[str, Tensor]:

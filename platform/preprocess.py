@@ -149,8 +149,11 @@ def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) ->
         scenarios = [OTHER_SCENARIO] + sorted(seen["value"])
     if not categorical and not numeric:
         raise PreprocessError("no features declared")
+    tier_values = None
+    if schema.tiers.values is not None:
+        tier_values = {v: schema.tiers.names.index(name) for v, name in schema.tiers.values.items()}
     return Encoder(dataset=schema.name, strip=schema.source.csv.strip, categorical=categorical, numeric=numeric,
-                   tiers=schema.tiers.names, tier_thresholds=schema.tiers.thresholds, scenarios=scenarios)
+                   tiers=schema.tiers.names, tier_thresholds=schema.tiers.thresholds, tier_values=tier_values, scenarios=scenarios)
 
 
 # ---------------------------------------------------------------- encoding
@@ -167,9 +170,8 @@ def encode_batch(batch: pd.DataFrame, schema: LogSchema, encoder: Encoder, cuts:
     out["item_id"] = batch[item_col].astype(str).to_numpy()
     if schema.timestamp is not None:
         out["ts"] = parse_number(batch[schema.timestamp]).to_numpy().astype(np.int64)
-    amount = parse_number(batch[schema.tiers.column]).to_numpy()
-    out["holdings"] = amount
-    out["tier"] = encoder.tier_of(amount)
+    out["holdings"] = parse_number(batch[schema.tiers.column]).fillna(0.0).to_numpy()  # 0 for a categorical tier
+    out["tier"] = encoder.tier_ids(batch[schema.tiers.column])
     out["scenario"] = encoder.scenario_ids(batch[schema.scenario.column])
     out.update(encoder.encode(batch.reset_index(drop=True)))
     for t in schema.tasks:
@@ -238,6 +240,13 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
         rejected.write_parquet(str(data.quarantine))
         by_reason = ray.data.read_parquet(str(data.quarantine)).select_columns([REASON]).groupby(REASON).count().to_pandas()
         reasons = dict(zip(by_reason[REASON], by_reason["count()"].astype(int)))
+    for t in schema.present_tasks:  # a label column that is really an amount: say so, never 0 positives in silence
+        n = reasons.get(f"label_not_binary:{t.name}", 0)
+        if n > max(10, 0.001 * rows_in):
+            raise PreprocessError(
+                f"task {t.name!r}: {n} rows of column {t.column!r} hold a label other than 0/1; if it is an amount, declare "
+                f"positive: '> 100' (a comparison), or list the values meaning 1 (see {data.quarantine})"
+            )
     fraction = rows_quarantined / rows_in
     if fraction > schema.preprocess.max_reject_fraction:
         raise PreprocessError(
@@ -280,8 +289,9 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
     return report
 
 
-def _cut_points(good: ray.data.Dataset, schema: LogSchema) -> tuple[float, float]:
-    """Where valid and test begin: timestamps for a time split, hash fractions otherwise."""
+def _cut_points(good: ray.data.Dataset, schema: LogSchema, bins: int = 100_000) -> tuple[float, float]:
+    """Where valid and test begin: timestamps that cut the rows in the schema's fractions (from a
+    histogram of the time range, so a few far-off timestamps do not empty a split), or hash fractions."""
     train_end = 1.0 - schema.split.valid_fraction - schema.split.test_fraction
     if train_end <= 0:
         raise PreprocessError("split: valid_fraction + test_fraction must leave rows for train")
@@ -294,9 +304,16 @@ def _cut_points(good: ray.data.Dataset, schema: LogSchema) -> tuple[float, float
         t = parse_number(b[ts_col])
         return pd.DataFrame({"lo": [t.min()], "hi": [t.max()]})
 
-    # One row per block comes back to the driver: the time range, never the rows.
+    # One row per block comes back to the driver (its time range, then its histogram), never the rows.
     spans = good.select_columns([ts_col]).map_batches(span, batch_format="pandas", batch_size=None).to_pandas()
     lo, hi = float(spans["lo"].min()), float(spans["hi"].max()) + 1.0
-    return (lo + fractions[0] * (hi - lo), lo + fractions[1] * (hi - lo))
+    edges = np.linspace(lo, hi, bins + 1)
 
+    def histogram(b: pd.DataFrame) -> pd.DataFrame:
+        counts, _ = np.histogram(parse_number(b[ts_col]).to_numpy(), bins=edges)
+        return pd.DataFrame({"counts": [counts]})
 
+    parts = good.select_columns([ts_col]).map_batches(histogram, batch_format="pandas", batch_size=None).to_pandas()
+    cumulative = np.cumsum(np.sum(np.stack(parts["counts"].to_list()), axis=0)) / max(1, sum(int(c.sum()) for c in parts["counts"]))
+    cut = [float(edges[min(int(np.searchsorted(cumulative, f, side="left")) + 1, bins)]) for f in fractions]
+    return cut[0], max(cut[1], cut[0])

@@ -6,8 +6,11 @@ these files (see ``platform/schemas/``), not code. Validation errors name the of
 
 from __future__ import annotations
 
+import operator
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -51,15 +54,23 @@ class Feature(_Strict):
 
 
 class Tiers(_Strict):
-    """A user's tier is the number of ``thresholds`` at or below the holdings amount."""
+    """A user's tier: the number of ``thresholds`` at or below the holdings amount, or, with ``values``,
+    the tier a raw value (a flag or a category) names."""
 
     column: str
     names: list[str] = ["new", "low", "high"]
     thresholds: list[float] = [0.01, 100.0]
-    feature: bool = Field(True, description="the amount is also a user feature (numeric, log1p) for every model")
+    values: dict[str, str] | None = Field(None, description="raw value → tier name (e.g. {'1': new, '0': low}); replaces thresholds")
+    signed: bool = Field(False, description="negative amounts are valid (they fall in the lowest tier), e.g. a balance")
+    feature: bool = Field(True, description="the tier column is also a user feature (numeric log1p, or categorical with values)")
 
     @model_validator(mode="after")
     def _check(self) -> Tiers:
+        if self.values is not None:
+            unknown = set(self.values.values()) - set(self.names)
+            if unknown:
+                raise ValueError(f"tiers.values: names {sorted(unknown)} are not among tiers.names {self.names}")
+            return self
         if len(self.names) != len(self.thresholds) + 1:
             raise ValueError(
                 f"tiers: {len(self.names)} names need {len(self.names) - 1} thresholds, "
@@ -82,11 +93,38 @@ class Task(_Strict):
     level: Literal["item", "user"] = "item"
     after: str | None = None  # the previous step of the action chain: this label needs it to be 1
     tiers: list[str] | None = None  # tiers where this task is an objective; None = all
-    positive: list[str] | None = None  # raw values meaning 1 (others 0); None: values must be 0/1
+    positive: list[str] | str | None = Field(
+        None, description="raw values meaning 1 (others 0), or a comparison such as '> 100'; None: values must be 0/1"
+    )
+
+    @model_validator(mode="after")
+    def _check_positive(self) -> Task:
+        if isinstance(self.positive, str) and comparison(self.positive) is None:
+            raise ValueError(f"task {self.name!r}: positive {self.positive!r} is not a comparison such as '> 100'; "
+                             "for category values give a list")
+        if isinstance(self.positive, list):
+            looks = [v for v in self.positive if _COMPARISON.match(v) or v.strip()[:1] in "<>=!"]
+            if looks:
+                raise ValueError(f"task {self.name!r}: positive {looks} looks like a comparison: write positive: '{looks[0]}' "
+                                 "(a string, not a list)")
+        return self
+
+
+_COMPARISON = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+_OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
+
+
+def comparison(text: str) -> tuple[Callable[[Any, Any], Any], float] | None:
+    """``'> 100'`` → ``(operator.gt, 100.0)``; None when ``text`` is not a comparison with a number."""
+    match = _COMPARISON.match(text)
+    return (_OPERATORS[match.group(1)], float(match.group(2))) if match else None
 
 
 class Split(_Strict):
-    by: Literal["time", "hash"] = "time"
+    """``time``: by timestamp, each split a fraction of the rows; ``hash``: by a hash of the row. The
+    default is ``time`` when the log has a timestamp, else ``hash``."""
+
+    by: Literal["time", "hash"] | None = None
     valid_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, gt=0, lt=1)
 
@@ -129,6 +167,8 @@ class LogSchema(_Strict):
         leaked = label_cols & set(cols)
         if leaked:
             raise ValueError(f"features: label columns {sorted(leaked)} cannot also be features")
+        if self.split.by is None:
+            self.split.by = "time" if self.timestamp is not None else "hash"
         if self.split.by == "time" and self.timestamp is None:
             raise ValueError("split.by=time needs a timestamp column (or use split.by=hash)")
         if self.source.format == "csv" and not self.source.csv.header and not self.source.csv.column_names:
@@ -142,7 +182,8 @@ class LogSchema(_Strict):
         declared = {f.column for f in self.features}
         implied = []
         if self.tiers.feature and self.tiers.column not in declared:
-            implied.append(Feature(column=self.tiers.column, side="user", type="numeric", log1p=True))
+            kind = "categorical" if self.tiers.values is not None else "numeric"
+            implied.append(Feature(column=self.tiers.column, side="user", type=kind, log1p=kind == "numeric"))
         if self.scenario.feature and self.scenario.column not in declared:
             implied.append(Feature(column=self.scenario.column, side="item", type="categorical"))
         return [*self.features, *implied]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tamor.models.encoder import as_text, parse_number
-from tamor.platform.schema import LogSchema, SchemaError, Task
+from tamor.platform.schema import LogSchema, SchemaError, Task, comparison
 
 REASON = "_reason"
 KEY = "_key"
@@ -19,6 +19,11 @@ KEY = "_key"
 
 def parse_label(text: pd.Series, task: Task) -> pd.Series:
     """Text → 0.0 / 1.0, NaN where missing, and -1.0 where present but not a binary label."""
+    if isinstance(task.positive, str):  # a comparison such as "> 100"
+        op, threshold = comparison(task.positive)
+        num = parse_number(text)
+        out = op(num, threshold).astype("float64").where(num.notna(), np.nan)
+        return out.where(~(text.notna() & num.isna()), -1.0)  # present but not a number: not a label
     if task.positive is not None:
         positive = set(task.positive)
         return text.map(lambda v: np.nan if v is None else float(v in positive)).astype("float64")
@@ -48,11 +53,16 @@ def check_batch(batch: pd.DataFrame, schema: LogSchema) -> pd.DataFrame:
         ts = parse_number(df[schema.timestamp])
         flag(df[schema.timestamp].isna(), "missing_timestamp")
         flag(ts.isna(), "unparsable_timestamp")
-    amount = parse_number(df[schema.tiers.column])
-    flag(df[schema.tiers.column].isna(), "missing_amount")
-    flag(amount.isna(), "unparsable_amount")
-    flag(~np.isfinite(amount), "non_finite_amount")
-    flag(amount < 0, "negative_amount")
+    tiers = schema.tiers
+    flag(df[tiers.column].isna(), "missing_amount")
+    if tiers.values is not None:
+        flag(~df[tiers.column].isin(list(tiers.values)), "unknown_tier_value")
+    else:
+        amount = parse_number(df[tiers.column])
+        flag(amount.isna(), "unparsable_amount")
+        flag(~np.isfinite(amount), "non_finite_amount")
+        if not tiers.signed:
+            flag(amount < 0, "negative_amount")
     limit = schema.preprocess.max_abs_numeric
     for f in schema.model_features:
         if f.type == "numeric":  # missing is fine (it becomes the mean); inf or huge would poison the statistics

@@ -30,7 +30,7 @@ def cold_row(spec: FeatureSpec, encoder: Encoder, kind: str) -> dict[str, float]
     side = "user" if kind == "users" else "item"
     row: dict[str, float] = {k: v[0].item() for k, v in encoder.encode({}, sides=[side], n=1).items()}
     if kind == "users":
-        row.update(tier=int(encoder.tier_of(np.zeros(1))[0]), holdings=0.0)
+        row.update(tier=int(encoder.tier_ids([None])[0]), holdings=0.0)
     else:
         row["scenario"] = 0
     return {c: row[c] for c in spec.online_columns(kind)[1]}

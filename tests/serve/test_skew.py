@@ -49,7 +49,7 @@ def assert_same_inputs(data: DataDir, schema_name: str, offline: pd.DataFrame, r
     spec, encoder, schema = data.spec(), data.encoder(), load_schema(schema_name)
     for (_, row), request in zip(offline.iterrows(), requests):
         online = encoder.encode(request, n=1)
-        online["tier"] = encoder.tier_of(np.array([float(request[schema.tiers.column])]))
+        online["tier"] = encoder.tier_ids([request[schema.tiers.column]])
         online["scenario"] = encoder.scenario_ids([request[schema.scenario.column]])
         offline_cols = {c: np.asarray([row[c]]) for c in online}
         a, b = batch_from_columns(spec, offline_cols), batch_from_columns(spec, online)
