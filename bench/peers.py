@@ -36,6 +36,7 @@ from tamor.models.inputs import batch_columns, batch_from_columns
 from tamor.models.loss import MultiTaskLoss
 from tamor.models.metrics import evaluate_predictions
 from tamor.platform.data_dir import DataDir
+from tamor.platform.train import TrainConfig
 
 TAMOR_MODELS = ["shared_bottom", "mmoe", "ple", "per_tier_mmoe", "tamor"]
 PEERS = ["rechub_mmoe", "rechub_ple", "hgb"]
@@ -213,11 +214,12 @@ def main() -> None:
     ap.add_argument("--schema", default="synthetic")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--models", nargs="+", default=TAMOR_MODELS + PEERS)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--patience", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=1024)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--weight-decay", type=float, default=0.0)
+    recipe = TrainConfig()  # `tamor train`'s defaults are the protocol
+    ap.add_argument("--epochs", type=int, default=recipe.epochs)
+    ap.add_argument("--patience", type=int, default=recipe.patience)
+    ap.add_argument("--batch-size", type=int, default=recipe.batch_size)
+    ap.add_argument("--lr", type=float, default=recipe.lr)
+    ap.add_argument("--weight-decay", type=float, default=recipe.weight_decay)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/peers"))
     args = ap.parse_args()

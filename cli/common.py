@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, get_args
 
 import typer
 import yaml
@@ -16,6 +16,8 @@ from typer.core import TyperGroup
 
 from tamor.models.errors import TamorError
 from tamor.models.factory import MODELS
+from tamor.platform.data_dir import SPLITS
+from tamor.platform.tracking import WandbMode
 
 console = Console()
 C = TypeVar("C", bound=BaseModel)
@@ -43,9 +45,9 @@ def typer_app(help: str) -> typer.Typer:
 # ------------------------------------------------------------------------------------ choices
 
 ModelName = Enum("ModelName", {name: name for name in MODELS}, type=str)
-WandbChoice = Enum("WandbChoice", {m: m for m in ("offline", "online", "disabled")}, type=str)
+WandbChoice = Enum("WandbChoice", {m: m for m in get_args(WandbMode)}, type=str)
 ObjectiveChoice = Enum("ObjectiveChoice", {m: m for m in ("mean_auc", "business")}, type=str)
-SplitChoice = Enum("SplitChoice", {s: s for s in ("train", "valid", "test")}, type=str)
+SplitChoice = Enum("SplitChoice", {s: s for s in SPLITS}, type=str)
 
 
 def value(choice: Enum | None) -> str | None:

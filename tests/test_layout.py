@@ -1,4 +1,4 @@
-"""The repository root must never shadow the standard library's `platform` (DESIGN.md, layout)."""
+"""The repository root must never shadow the standard library's `platform` (docs/architecture.md, layout)."""
 
 import subprocess
 import sys

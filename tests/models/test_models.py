@@ -115,3 +115,22 @@ def test_loading_a_foreign_file_is_a_clear_error(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(TamorError, match="not a tamor model file"):
         load_model(tmp_path / "other.pt")
+
+
+def test_tamor_starts_as_its_shared_path_and_learns_a_tier_aware_correction(spec, batch):
+    model = build_model(ModelConfig(**SMALL), spec)
+    other_tier = dict(batch, tier=(batch["tier"] + 1) % len(spec.tiers))
+    model.eval()
+    for task, logit in model(batch).items():  # at initialisation the tier-aware correction is zero
+        torch.testing.assert_close(logit, model(other_tier)[task])
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(5):
+        total, _ = MultiTaskLoss(spec)(model(batch), batch)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    model.eval()
+    assert not torch.allclose(model(batch)["click"], model(other_tier)["click"])  # and then it learns one
+    paper = build_model(ModelConfig(shared_path=False, **SMALL), spec).eval()
+    assert paper.shared is None and not torch.allclose(paper(batch)["click"], paper(other_tier)["click"])
