@@ -3,6 +3,8 @@ and the one error handler (any :class:`TamorError` → one red line, exit code 2
 
 from __future__ import annotations
 
+import logging
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, TypeVar, get_args
@@ -27,8 +29,17 @@ class CliError(TamorError):
     """Bad command-line input."""
 
 
+class State:
+    """Set by the global options: ``--verbose`` and, once Ray is started, where its logs go."""
+
+    verbose: bool = False
+    log: Path | None = None
+
+
 class TamorGroup(TyperGroup):
-    """Runs a command; a :class:`TamorError` becomes its message and exit code 2, never a traceback."""
+    """Runs a command; a :class:`TamorError` becomes its message and exit code 2, never a traceback.
+    Anything else is a bug: without ``--verbose`` its traceback goes to the log file, and the console
+    gets one line saying where."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -36,6 +47,23 @@ class TamorGroup(TyperGroup):
         except TamorError as e:
             console.print(f"[bold red]error:[/] {e}", highlight=False)
             raise typer.Exit(code=2) from None
+        except Exception as e:  # the one catch-all: a bug's traceback belongs in the log, not on a newcomer's screen
+            if State.verbose or State.log is None:
+                raise
+            logging.getLogger("tamor").exception("command failed")
+            console.print(f"[bold red]failed:[/] {type(e).__name__}: {e}\nfull log: {State.log}", highlight=False)
+            raise typer.Exit(code=1) from None
+
+
+def start_ray(address: str | None, command: str, log_dir: Path | None = None) -> None:
+    """Start or join Ray for ``command``; Ray's and the workers' logs go to ``log_dir`` (default
+    ``runs/logs/<command>-<time>``) and, with ``--verbose``, to the console too."""
+    from tamor.platform.ray_env import init_ray
+
+    log_dir = log_dir or Path("runs/logs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    State.log = init_ray(address, log_dir=log_dir, verbose=State.verbose)
+    if not State.verbose:
+        console.print(f"[dim]logs: {log_dir}[/]", highlight=False)
 
 
 def typer_app(help: str) -> typer.Typer:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,29 +31,31 @@ class DemoConfig:
     ab_days: int = 7
     seed: int = 0
     model_overrides: dict = field(default_factory=dict)
+    verbose: bool = False  # Ray's and the workers' logs on the console too (they always go to <out>/logs)
 
 
 class Steps:
-    """Prints each step as it starts and records how long it took (``timings.json``)."""
+    """One line per step: a spinner while it runs, then ``✓ name: key figure (seconds)``; the timings
+    go to ``timings.json``. A failing step prints ✗ and where the full log is, and re-raises."""
 
-    def __init__(self, console: Console, out: Path):
-        self.console, self.out, self.timings = console, out, {}
+    def __init__(self, console: Console, out: Path, log: Path | None = None):
+        self.console, self.out, self.log, self.timings = console, out, log, {}
 
-    def __call__(self, name: str):
-        steps = self
-
-        class _Step:
-            def __enter__(self):
-                steps.console.rule(f"[bold]{name}")
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                steps.timings[name] = round(time.perf_counter() - self.start, 1)
-                (steps.out / "timings.json").write_text(json.dumps(steps.timings, indent=2))
-                if exc[0] is None:
-                    steps.console.print(f"[green]✓[/] {name} ({steps.timings[name]:.0f} s)")
-
-        return _Step()
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[dict]:
+        result: dict = {}  # the step sets result["figure"], the one number a person wants from it
+        start = time.perf_counter()
+        try:
+            with self.console.status(f"{name} …"):
+                yield result
+        except BaseException:
+            self.console.print(f"[red]✗[/] {name} failed after {time.perf_counter() - start:.0f} s"
+                               + (f"; full log: {self.log}" if self.log else ""))
+            raise
+        self.timings[name] = round(time.perf_counter() - start, 1)
+        (self.out / "timings.json").write_text(json.dumps(self.timings, indent=2))
+        figure = f": {result['figure']}" if result.get("figure") else ""
+        self.console.print(f"[green]✓[/] {name}{figure} ({self.timings[name]:.0f} s)", highlight=False)
 
 
 def sample_requests(url: str, data_dir: Path, n: int, candidates: int = 100, seed: int = 0) -> dict:
@@ -93,9 +97,10 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
     from tamor.platform.figures import fig3, representation_sample
     from tamor.platform.generate import generate
     from tamor.platform.preprocess import preprocess
-    from tamor.platform.ray_env import init_ray
+    from tamor.platform.ray_env import init_ray, quiet_console
     from tamor.platform.registry import Registry
     from tamor.platform.schema import load_schema
+    from tamor.platform.tracking import log_ab, log_evaluation, log_serving
     from tamor.platform.train import TrainConfig, train
     from tamor.platform.world import WorldConfig
     from tamor.serve.app import AppArgs, start
@@ -105,65 +110,73 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
 
     out = cfg.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    step = Steps(console, out)
-    init_ray()
+    log = init_ray(log_dir=out / "logs", verbose=cfg.verbose)
+    step = Steps(console, out, log)
     world = WorldConfig(rows=cfg.rows, n_users=cfg.users, seed=cfg.seed, rows_per_block=max(50_000, cfg.rows // 4))
     data = out / "data"
-    with step("generate the synthetic world (Ray Data)"):
-        generate(world, out / "synthetic")
-    with step("preprocess (Ray Data)"):
+    with step("generate the synthetic world (Ray Data)") as s:
+        s["figure"] = f"{generate(world, out / 'synthetic'):,} impressions of {world.users:,} users"
+    with step("preprocess (Ray Data)") as s:
         report = preprocess(str(out / "synthetic" / "logs"), load_schema("synthetic"), data)
-        console.print(f"rows in {report.rows_in:,} → {report.rows_out} + quarantined {report.rows_quarantined}")
+        s["figure"] = (f"{report.rows_in:,} rows → train {report.rows_out['train']:,} / valid {report.rows_out['valid']:,} / "
+                       f"test {report.rows_out['test']:,}, {report.rows_quarantined:,} quarantined")
 
     model = ModelConfig(**cfg.model_overrides)
     runs = {}
     for name in ("tamor", "mmoe"):
-        with step(f"train {name} (Ray Train, 2 DDP workers)"):
+        with step(f"train {name} (Ray Train, 2 DDP workers)") as s:
             tc = TrainConfig(data_dir=str(data), model=model.model_copy(update={"name": name}), epochs=cfg.epochs,
                              batch_size=1024, num_workers=2, storage_path=str(out / "train"), name=f"{name}-demo",
-                             seed=cfg.seed)
+                             seed=cfg.seed, wandb_group=out.name)
             runs[name] = train(tc)
-            console.print(f"{name}: best val AUC (mean over tasks) {runs[name]['best_metrics']['val_auc_mean']:.4f}")
+            s["figure"] = f"best validation AUC (mean over tasks) {runs[name]['best_metrics']['val_auc_mean']:.4f}"
 
-    with step("evaluate on the test split and write the paper's table"):
+    with step("evaluate on the test split and write the paper's table") as s:
         metrics = {name: evaluate_checkpoint(r["best_checkpoint"], data) for name, r in runs.items()}
         for name, m in metrics.items():
             m.to_csv(out / f"{name}_test_metrics.csv", index=False)
         table = write_comparison(metrics["tamor"], metrics["mmoe"], "tamor", "mmoe", out)
+        log_evaluation(out, table, group=out.name)
+        s["figure"] = f"TAMOR ahead of MMoE in {int((table['lift_pct'] > 0).sum())} of {int(table['lift_pct'].notna().sum())} cells"
 
     registry = Registry(out / "registry")
-    with step("short sweep of λ, τ and the learning rate (Ray Tune + Optuna + ASHA)"):
+    with step("short sweep of λ, τ and the learning rate (Ray Tune + Optuna + ASHA)") as s:
         registry.export(Path(runs["tamor"]["best_checkpoint"]) / MODEL_FILE, runs["tamor"]["best_metrics"],
                         metric="val_auc_mean", source={"kind": "run", "run": runs["tamor"]["name"]})
         sc = SweepConfig(
             train=TrainConfig(data_dir=str(data), model=model, epochs=cfg.sweep_epochs, batch_size=2048, cpus_per_worker=0.25,
                               patience=cfg.sweep_epochs),
             num_samples=cfg.sweep_trials, max_concurrent=2, storage_path=str(out / "tune"), registry=str(out / "registry"),
-            seed=cfg.seed,
+            seed=cfg.seed, wandb_group=out.name, verbose=1 if cfg.verbose else 0,
         )
         summary = sweep(sc)
         (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=str))
         (out / "trials.png").write_bytes((Path(summary["path"]) / "trials.png").read_bytes())
         best = registry.resolve("best")
-        console.print(f"registry: {[v.name for v in registry.versions()]}; best = {best.name}")
+        s["figure"] = (f"best trial objective {summary['best_objective']:.4f}, {summary['stopped_early']} of {summary['trials']} "
+                       f"stopped early; registry best = {best.name}")
 
-    with step("Fig. 3: tier-aware vs tier-agnostic representations"):
+    with step("Fig. 3: tier-aware vs tier-agnostic representations") as s:
         tamor_model = load_model(runs["tamor"]["best_checkpoint"])
         reps, tier = representation_sample(tamor_model, DataDir(data).split("test"), seed=cfg.seed)
         sil = fig3(reps, tier, tamor_model.spec.tiers, out / "fig3.png", seed=cfg.seed)
         (out / "fig3.json").write_text(json.dumps(sil))
+        s["figure"] = "silhouette by tier " + ", ".join(f"{k} {v:.3f}" for k, v in sil.items())
 
-    with step("serve the best registry version over HTTP and send sample requests (Ray Serve)"):
+    with step("serve the best registry version over HTTP and send sample requests (Ray Serve)") as s:
         port = _free_port()
         start(AppArgs(data_dir=str(data), registry=str(out / "registry"), ref="best", ranker_cpus=0.2), port=port)
+        if not cfg.verbose:
+            quiet_console()  # Serve added console handlers of its own
         try:
             serving = sample_requests(f"http://127.0.0.1:{port}", data, cfg.requests, seed=cfg.seed)
         finally:
             serve.shutdown()
         (out / "serving.json").write_text(json.dumps(serving, indent=2))
-        console.print(f"{serving['requests']} requests: p50 {serving['p50_ms']:.1f} ms, p99 {serving['p99_ms']:.1f} ms, all 200: {serving['all_ok']}")
+        log_serving(serving, group=out.name, wandb_dir=out / "wandb")
+        s["figure"] = f"{serving['requests']} requests, p50 {serving['p50_ms']:.1f} ms, p99 {serving['p99_ms']:.1f} ms, all 200: {serving['all_ok']}"
 
-    with step(f"simulated online A/B, TAMOR vs MMoE, {cfg.ab_days} days"):
+    with step(f"simulated online A/B, TAMOR vs MMoE, {cfg.ab_days} days") as s:
         data_dir = DataDir(data)
         encoder = data_dir.encoder()
         store = EmbeddedStore(data_dir, tamor_model.spec, encoder)
@@ -172,18 +185,17 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
         daily.to_csv(out / "ab_daily.csv", index=False)
         ab = {**lift_with_ci(daily, "tamor", "mmoe", seed=cfg.seed), "days": cfg.ab_days}
         (out / "ab.json").write_text(json.dumps(ab, indent=2, default=float))
+        log_ab(daily, ab, group=out.name, wandb_dir=out / "wandb")
+        s["figure"] = (f"new high-holding users {ab['new_high_holding']}, lift {100 * ab['lift']:+.2f}% "
+                       f"(95% CI {100 * ab['ci95'][0]:+.1f}% to {100 * ab['ci95'][1]:+.1f}%)")
 
     report_path = write_report(out)
-    console.rule("[bold]done")
     from tamor.cli.common import print_frame
 
     print_frame("TAMOR vs MMoE: test AUC per task and user tier", table)
-    console.print(
-        f"A/B: new high-holding users {ab['new_high_holding']}, lift {100 * ab['lift']:+.2f}% "
-        f"(95% CI {100 * ab['ci95'][0]:+.1f}% to {100 * ab['ci95'][1]:+.1f}%)"
-    )
-    console.print(f"run directory: {out}\n  report: {report_path}\n  checkpoints: {out / 'train'}\n  registry: {out / 'registry'}"
-                  f"\n  sweep: {summary['path']}\n  W&B offline runs: {out / 'train'}/*/wandb, {summary['path']}/wandb")
+    console.print(f"logs: {out / 'logs'}   W&B (offline; `wandb sync`): {out}/train/*/wandb, {summary['path']}/wandb, {out / 'wandb'}")
+    console.print(f"plots: {out / 'paper_table.png'}, {out / 'fig3.png'}, {out / 'trials.png'}")
+    console.print(f"report: {report_path}", highlight=False)
     return out
 
 

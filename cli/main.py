@@ -23,6 +23,7 @@ from tamor.cli.common import (
     ObjectiveChoice,
     SetOpt,
     SplitChoice,
+    State,
     WandbChoice,
     WandbOpt,
     console,
@@ -30,11 +31,18 @@ from tamor.cli.common import (
     load_config,
     print_frame,
     require_data,
+    start_ray,
     typer_app,
     value,
 )
 
 app = typer_app("Tier-Aware Multi-Objective Recommendation on Ray.")
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Ray's and the workers' logs on the console too.")) -> None:
+    """Tier-Aware Multi-Objective Recommendation on Ray: data, training, tuning, serving."""
+    State.verbose = verbose
 app.add_typer(registry_cmd.app, name="registry")
 app.add_typer(serve_cmd.features_app, name="features")
 app.command("serve")(serve_cmd.serve)
@@ -54,10 +62,9 @@ def generate(
 ) -> None:
     """Generate the synthetic world's tiered impression logs (Parquet shards)."""
     from tamor.platform.generate import generate as run
-    from tamor.platform.ray_env import init_ray
     from tamor.platform.world import WorldConfig
 
-    init_ray(address)
+    start_ray(address, "generate")
     cfg = WorldConfig(rows=rows, n_users=users, n_items=items, days=days, seed=seed, rows_per_block=rows_per_block)
     try:
         n = run(cfg, out)
@@ -76,13 +83,12 @@ def preprocess(
 ) -> None:
     """Validate, split, encode and snapshot raw logs with Ray Data; quarantine bad rows."""
     from tamor.platform.preprocess import preprocess as run
-    from tamor.platform.ray_env import init_ray
     from tamor.platform.schema import load_schema
 
     log_schema = load_schema(schema)
     if max_reject_fraction is not None:
         log_schema.preprocess.max_reject_fraction = max_reject_fraction
-    init_ray(address)
+    start_ray(address, "preprocess")
     report = run(source, log_schema, out)
     table = Table(title=f"preprocess {log_schema.name} → {out}")
     table.add_column("rows")
@@ -117,7 +123,6 @@ def train(
     address: Optional[str] = AddressOpt,
 ) -> None:
     """Train a model with Ray Train (TorchTrainer, DDP) fed by Ray Data; checkpoints every epoch."""
-    from tamor.platform.ray_env import init_ray
     from tamor.platform.train import TrainConfig
     from tamor.platform.train import train as run
 
@@ -128,7 +133,7 @@ def train(
     require_data(cfg.data_dir)
     if resume and not (Path(cfg.storage_path) / resume).exists():
         raise CliError(f"no run named {resume!r} under {cfg.storage_path} to resume")
-    init_ray(address)
+    start_ray(address, "train")
     summary = run(cfg)
     console.print(f"run [bold]{summary['name']}[/] → {summary['run_dir']}")
     console.print(f"best checkpoint: {summary['best_checkpoint']} ({cfg.metric} = {summary['best_metrics'][cfg.metric]:.4f})")
@@ -153,12 +158,10 @@ def evaluate(
 ) -> None:
     """AUC and log loss per task, overall / per tier / per scenario; with --baseline, the paper's table."""
     from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
-    from tamor.platform.ray_env import init_ray
-
     for path in [checkpoint] + ([baseline] if baseline else []):
         if not path.exists():
             raise CliError(f"no checkpoint at {path}")
-    init_ray(address)
+    start_ray(address, "evaluate")
     out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_checkpoint(checkpoint, data, split.value)
     metrics.to_csv(out / f"{name}_{split.value}_metrics.csv", index=False)
@@ -191,15 +194,14 @@ def tune(
     """Sweep λ_t, τ and the learning rate with Ray Tune (Optuna + ASHA) over Ray Train; export the best."""
     import pandas as pd
 
-    from tamor.platform.ray_env import init_ray
     from tamor.tuning.sweep import SweepConfig, sweep
 
     overrides = {"num_samples": num_samples, "max_concurrent": max_concurrent, "objective": value(objective), "storage_path": storage,
                  "registry": registry, "wandb": value(wandb), "train.data_dir": data, "train.epochs": epochs,
-                 "train.num_workers": num_workers, "train.use_gpu": gpu}
+                 "train.num_workers": num_workers, "train.use_gpu": gpu, "verbose": 1 if State.verbose else 0}
     cfg = load_config(SweepConfig, config, overrides, set_, "sweep config")
     require_data(cfg.train.data_dir)
-    init_ray(address)
+    start_ray(address, "tune")
     summary = sweep(cfg, resume=resume)
     print_frame(f"sweep {summary['name']}: trials", pd.read_csv(Path(summary["path"]) / "trials.csv").drop(columns=["checkpoint_path"]))
     console.print(f"best trial {summary['best_trial']}: objective {summary['best_objective']:.4f} with {summary['best_params']}")
@@ -224,8 +226,9 @@ def demo(
 
     if out.exists() and any(out.iterdir()):
         raise CliError(f"{out} is not empty: choose a new --out")
+    State.log = out.resolve() / "logs" / "driver.log"
     run_demo(DemoConfig(out=out, rows=rows, epochs=epochs, sweep_trials=sweep_trials, sweep_epochs=sweep_epochs,
-                        requests=requests, ab_days=ab_days, seed=seed), console)
+                        requests=requests, ab_days=ab_days, seed=seed, verbose=State.verbose), console)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from tamor.cli.common import AddressOpt, CliError, console, data_opt, print_frame, require_data, typer_app
+from tamor.cli.common import AddressOpt, CliError, console, data_opt, print_frame, require_data, start_ray, typer_app
 
 features_app = typer_app("The online feature store.")
 
@@ -37,9 +37,7 @@ def serve(
         return
     require_data(data)
     args.model_source()
-    from tamor.platform.ray_env import init_ray
-
-    init_ray(address)
+    start_ray(address, "serve")
     start(args, host=host, port=port, blocking=False)
     console.print(f"serving on http://{host}:{port}  (POST /recommend, GET /healthz, /version, /docs); Ctrl-C stops")
     try:

@@ -26,14 +26,17 @@ def resolve_mode(mode: WandbMode | None) -> WandbMode:
 class Tracker:
     """A thin wrapper over one W&B run; every method is a no-op when tracking is off."""
 
-    def __init__(self, enabled: bool, mode: WandbMode, directory: str | Path, project: str, name: str, config: dict[str, Any]):
+    def __init__(self, enabled: bool, mode: WandbMode, directory: str | Path, project: str, name: str, config: dict[str, Any],
+                 group: str | None = None, job_type: str | None = None):
         self.run = None
         if not enabled or mode == "disabled":
             return
         import wandb
 
         Path(directory).mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=project, name=name, dir=str(directory), mode=mode, config=config, reinit="create_new")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.run = wandb.init(project=project, name=name, dir=str(directory), mode=mode, config=config, reinit="create_new",
+                              group=group, job_type=job_type)
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         if self.run is not None:
@@ -59,6 +62,44 @@ class Tracker:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+# ------------------------------------------------------------------------ runs of one demo or job
+# Every W&B run of one demo or job shares a group; each has a job type (train, evaluate, sweep, serve,
+# ab), so the project's workspace groups them and filters by stage.
+
+
+def _run(out: Path, group: str, job_type: str, config: dict[str, Any] | None = None) -> Tracker:
+    mode = resolve_mode(os.environ.get("WANDB_MODE", "offline"))  # type: ignore[arg-type]
+    return Tracker(True, mode, out, "tamor", f"{group}-{job_type}", config or {}, group=group, job_type=job_type)
+
+
+def log_evaluation(out: Path, table: pd.DataFrame, group: str) -> None:
+    """The paper's table as a ``wandb.Table`` and its chart as an image (job type ``evaluate``)."""
+    run = _run(out / "wandb", group, "evaluate")
+    run.table("paper_table", table)
+    if (out / "paper_table.png").exists():
+        run.image("paper_table_chart", out / "paper_table.png")
+    run.summary({"cells_tamor_ahead": int((table["lift_pct"] > 0).sum())})
+    run.finish()
+
+
+def log_serving(serving: dict[str, Any], group: str, wandb_dir: Path) -> None:
+    """Latency of the sample requests (job type ``serve``)."""
+    run = _run(wandb_dir, group, "serve")
+    run.summary({k: serving[k] for k in ("requests", "candidates", "p50_ms", "p99_ms", "all_ok", "model_version")})
+    run.finish()
+
+
+def log_ab(daily: pd.DataFrame, result: dict[str, Any], group: str, wandb_dir: Path) -> None:
+    """New high-holding users per day per arm as series, and the lift with its interval (job type ``ab``)."""
+    run = _run(wandb_dir, group, "ab")
+    for day, rows in daily.groupby("day"):
+        run.log({f"new_high_holding/{r.arm}": int(r.new_high_holding) for r in rows.itertuples()}
+                | {f"visitors/{r.arm}": int(r.visitors) for r in rows.itertuples()}, step=int(day))
+    run.table("ab_daily", daily)
+    run.summary({"lift": result["lift"], "ci95_low": result["ci95"][0], "ci95_high": result["ci95"][1]})
+    run.finish()
 
 
 def read_offline_history(directory: str | Path) -> list[dict[str, Any]]:

@@ -65,6 +65,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     wandb: WandbMode = "offline"
     wandb_project: str = "tamor"
+    wandb_group: str | None = Field(None, description="W&B group shared by the runs of one demo or job (default: the run name)")
     objective: dict[str, dict[str, float]] | None = Field(
         None,
         description="business objective: {tier: {task: weight}} over validation AUCs per tier; "
@@ -167,7 +168,9 @@ def train_loop_per_worker(config: dict) -> None:
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
 
-    tracker = Tracker(rank == 0, cfg.wandb, Path(config["run_dir"]) / "wandb", cfg.wandb_project, ctx.get_experiment_name(), cfg.model_dump())
+    name = ctx.get_experiment_name()
+    tracker = Tracker(rank == 0, cfg.wandb, Path(config["run_dir"]) / "wandb", cfg.wandb_project, name, cfg.model_dump(),
+                      group=cfg.wandb_group or name, job_type="train")
     train_shard = ray.train.get_dataset_shard("train")
     valid_shard = ray.train.get_dataset_shard("valid")
     collate = SpecCollate(spec)
@@ -209,11 +212,13 @@ def train_loop_per_worker(config: dict) -> None:
             **{f"val_auc_{t}": float(overall.loc[t, "auc"]) for t in spec.task_names},
             **{f"val_logloss_{t}": float(overall.loc[t, "logloss"]) for t in spec.task_names},
         }
+        by_tier = metrics_table[metrics_table["slice"] == "tier"]
+        series = {f"val_auc_tier/{r.task}/{r.group}": float(r.auc) for r in by_tier.itertuples()}  # one W&B series per cell
         value = metrics[cfg.metric]
         improved = best is None or sign * value > sign * best
         best, stale = (value, 0) if improved else (best, stale + 1)
         metrics["best_" + cfg.metric] = best
-        tracker.log(metrics, step=epoch)
+        tracker.log({**metrics, **series}, step=epoch)
         if rank == 0:  # a plain per-epoch log beside the checkpoints, for people and for resume checks
             with open(Path(config["run_dir"]) / "epochs.jsonl", "a") as log:
                 log.write(json.dumps(metrics) + "\n")

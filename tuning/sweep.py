@@ -56,6 +56,8 @@ class SweepConfig(BaseModel):
     name: str | None = None
     registry: str | None = "runs/registry"
     wandb: WandbMode = "offline"
+    wandb_group: str | None = None  # W&B group of the trials and the summary (default: the sweep's name)
+    verbose: int = Field(1, ge=0, le=2, description="Tune's console output: 0 silent, 1 default, 2 every result")
     seed: int = 0
 
 
@@ -128,15 +130,15 @@ def build_tuner(cfg: SweepConfig, name: str) -> tune.Tuner:
         os.environ["WANDB_MODE"] = mode
         (storage / name / "wandb").mkdir(parents=True, exist_ok=True)
         callbacks.append(
-            WandbLoggerCallback(project="tamor-tune", group=name, mode=mode, dir=str(storage / name / "wandb"),
-                                excludes=["base", "tasks", "train_storage"], log_config=True)
+            WandbLoggerCallback(project="tamor", group=cfg.wandb_group or name, job_type="sweep", mode=mode,
+                                dir=str(storage / name / "wandb"), excludes=["base", "tasks", "train_storage"], log_config=True)
         )
     return tune.Tuner(
         tune.with_resources(run_trial, {"cpu": cfg.trial_cpus}),
         param_space=space,
         tune_config=tune.TuneConfig(metric="val_objective", mode="max", search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
                                     trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=callbacks),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=callbacks, verbose=cfg.verbose),
     )
 
 
@@ -237,7 +239,8 @@ def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
         )
         summary["registry_version"] = version.name
     (path / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    tracker = Tracker(True, resolve_mode(cfg.wandb), path / "wandb", "tamor-tune", f"{name}-summary", {"sweep": cfg.model_dump()})
+    tracker = Tracker(True, resolve_mode(cfg.wandb), path / "wandb", "tamor", f"{name}-summary", {"sweep": cfg.model_dump()},
+                      group=cfg.wandb_group or name, job_type="sweep")
     tracker.table("trials", table.drop(columns=["checkpoint_path"]))
     tracker.image("objective_vs_params", path / "trials.png")
     tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
