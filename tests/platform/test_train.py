@@ -74,6 +74,22 @@ def test_wandb_offline_run_holds_the_logged_metrics(ddp_run):
     logged = [row for row in history if "val_auc_mean" in row]
     assert [row["epoch"] for row in logged] == [0, 1]
     assert logged[-1]["val_auc_mean"] == pytest.approx(ddp_run["last_metrics"]["val_auc_mean"])
+    # one series per task × tier cell, for the dashboard's "does a tier lag?" panel
+    assert {"val_auc_tier/click/new", "val_auc_tier/high_holding/high"} <= set(logged[-1])
+
+
+def test_evaluation_serving_and_ab_runs_share_the_demo_group(tmp_path):
+    from tamor.platform.tracking import log_ab, log_evaluation
+
+    table = pd.DataFrame({"task": ["click"], "tier": ["new"], "auc_tamor": [0.7], "auc_mmoe": [0.6], "lift_pct": [16.7]})
+    log_evaluation(tmp_path, table, group="demo-x")
+    daily = pd.DataFrame({"day": [0, 0, 1, 1], "arm": ["tamor", "mmoe"] * 2, "visitors": [10, 11, 12, 9], "invests": [1, 1, 2, 0],
+                          "new_high_holding": [3, 2, 4, 1]})
+    log_ab(daily, {"lift": 0.3, "ci95": [0.1, 0.5]}, group="demo-x", wandb_dir=tmp_path / "wandb")
+    history = read_offline_history(tmp_path / "wandb")
+    assert [row["new_high_holding/tamor"] for row in history if "new_high_holding/tamor" in row] == [3, 4]
+    metadata = "".join(p.read_text(errors="ignore") for p in (tmp_path / "wandb").rglob("*.wandb"))
+    assert "demo-x" in metadata and "evaluate" in metadata and "ab" in metadata
 
 
 def test_a_worker_failure_recovers_from_the_last_checkpoint(ray_session, synthetic_data, tmp_path):
