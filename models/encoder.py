@@ -104,6 +104,7 @@ class Encoder(BaseModel):
     tier_thresholds: list[float]
     tier_values: dict[str, int] | None = None  # a tier from a flag or category: canonical raw value → tier id
     scenarios: list[str]
+    max_abs_numeric: float = 1e100  # numerics beyond ±this were quarantined in training; online they count as missing
 
     # ------------------------------------------------------------------ encoding
 
@@ -150,11 +151,11 @@ class Encoder(BaseModel):
         for f in self.numeric:
             if f.side in sides:
                 x = parse_number(as_text(column(f.name), self.strip)).to_numpy()
-                x = np.where(np.isfinite(x), x, np.nan)
+                x = np.where(np.isfinite(x) & (np.abs(x) <= self.max_abs_numeric), x, np.nan)
                 if f.log1p:
                     x = np.log1p(np.clip(x, 0, None))
-                z = (x - f.mean) / f.std
-                out[f"f_{f.name}"] = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+                z = np.clip((x - f.mean) / f.std, -1e30, 1e30)  # stays finite in float32
+                out[f"f_{f.name}"] = np.nan_to_num(z, nan=0.0).astype(np.float32)
         return out
 
     # ------------------------------------------------------------------ the model's view

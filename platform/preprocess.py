@@ -153,7 +153,8 @@ def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) ->
     if schema.tiers.values is not None:
         tier_values = {v: schema.tiers.names.index(name) for v, name in schema.tiers.values.items()}
     return Encoder(dataset=schema.name, strip=schema.source.csv.strip, categorical=categorical, numeric=numeric,
-                   tiers=schema.tiers.names, tier_thresholds=schema.tiers.thresholds, tier_values=tier_values, scenarios=scenarios)
+                   tiers=schema.tiers.names, tier_thresholds=schema.tiers.thresholds, tier_values=tier_values, scenarios=scenarios,
+                   max_abs_numeric=schema.preprocess.max_abs_numeric)
 
 
 # ---------------------------------------------------------------- encoding

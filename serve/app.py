@@ -19,6 +19,7 @@ from ray.serve import Application
 
 from tamor.models.errors import TamorError
 from tamor.platform.data_dir import DataDir
+from tamor.platform.registry import Registry
 from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Ranker, Reranker
 from tamor.serve.policy import RerankPolicy
 
@@ -48,7 +49,9 @@ class AppArgs(BaseModel):
             return {"checkpoint": str(Path(self.checkpoint).resolve())}
         if not self.registry:
             raise TamorError("give a registry or a checkpoint to serve")
-        return {"registry": self.registry if "://" in self.registry else str(Path(self.registry).resolve()), "ref": self.ref}
+        registry = self.registry if "://" in self.registry else str(Path(self.registry).resolve())
+        # pinned: a replica that restarts loads this version, never whatever `latest` has become
+        return {"registry": registry, "ref": Registry(registry).resolve(self.ref).name}
 
 
 def build_app(args: dict[str, Any]) -> Application:

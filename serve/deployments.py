@@ -6,15 +6,20 @@ Every deployment declares fractional CPUs so the whole graph starts on a 2-CPU m
 """
 
 
+import logging
+import pickle
 from typing import Any
 
 import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from tamor.models.base import MultiTaskModel
+from tamor.models.encoder import as_text, parse_number
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.platform.data_dir import DataDir
@@ -38,6 +43,11 @@ class ModelRefused(TamorError, ValueError):
     """A model that must not serve beside this feature store (its encoder differs, or it has none)."""
 
 
+# What loading a model can raise: a ref that does not resolve, a missing, truncated or foreign file.
+LOAD_ERRORS = (TamorError, OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
+logger = logging.getLogger("ray.serve")
+
+
 @serve.deployment(**DEPLOYMENTS["FeatureLookup"])
 class FeatureLookup:
     """User and item features from the online store (embedded snapshot or Redis), plus the encoded context."""
@@ -50,7 +60,24 @@ class FeatureLookup:
     def snapshot(self) -> dict:
         return {"snapshot": self.store.snapshot_id(), "encoder": self.encoder.fingerprint}
 
+    def check_context(self, context: dict) -> str | None:
+        """What is wrong with a request's context, naming the field, or None: every key must be a
+        context feature, and a numeric one a finite number the training data could have held."""
+        numeric = {f.name: f for f in self.encoder.numeric if f.side == "context"}
+        known = numeric.keys() | {f.name for f in self.encoder.categorical if f.side == "context"}
+        for key, value in context.items():
+            if key not in known:
+                return f"context.{key}: not a context feature (known: {sorted(known)})"
+            if key in numeric:
+                number = parse_number(as_text([value])).iloc[0]
+                if not np.isfinite(number) or abs(number) > self.encoder.max_abs_numeric:
+                    return f"context.{key}: {value!r} is not a finite number within ±{self.encoder.max_abs_numeric:g}"
+        return None
+
     def lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict) -> dict:
+        problem = self.check_context(context)
+        if problem:
+            return {"error": problem}
         if item_ids is None:
             unknown = sorted(set(scenarios) - set(self.spec.scenarios))
             if unknown:
@@ -80,11 +107,24 @@ class Ranker:
     def __init__(self, encoder_fingerprint: str, device: str = "cpu", max_batch_size: int = 32, batch_wait_timeout_s: float = 0.003):
         self.device = torch.device(device if device != "cuda" or torch.cuda.is_available() else "cpu")
         self.encoder_fingerprint = encoder_fingerprint
-        self.model, self.version = None, "none"
+        self.model, self.version, self.last_error = None, "none", None
         self.rank.set_max_batch_size(max_batch_size)
         self.rank.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def reconfigure(self, config: dict) -> None:
+        """Load, check, then swap: a model that fails to load or check never replaces a serving one."""
+        try:
+            model, version = self._load_checked(config)
+        except LOAD_ERRORS as e:
+            if self.model is None:
+                raise  # nothing to keep serving: the deployment fails, with the reason
+            self.last_error = f"kept {self.version}: could not switch to {config}: {e}"
+            logger.warning(self.last_error)
+            return
+        torch.set_grad_enabled(False)
+        self.model, self.version, self.last_error = model, version, None  # one assignment: in-flight batches keep the old model
+
+    def _load_checked(self, config: dict) -> tuple[MultiTaskModel, str]:
         if config.get("checkpoint"):
             file, version = config["checkpoint"], f"checkpoint:{config['checkpoint']}"
         else:
@@ -99,12 +139,14 @@ class Ranker:
                 f"model {version} was trained with encoder {model.encoder.fingerprint} ({model.encoder.dataset}), but the "
                 f"feature store encodes with {self.encoder_fingerprint}: serve it with the data directory it was trained on"
             )
-        torch.set_grad_enabled(False)
-        self.model, self.version = model, version  # one assignment: in-flight batches keep the old model
+        cold = {**model.encoder.encode({}, n=2), "tier": np.zeros(2, np.int64), "scenario": np.zeros(2, np.int64)}
+        if not np.isfinite(score_columns(model, cold, self.device)).all():  # a smoke prediction on cold-start rows
+            raise ModelRefused(f"model {version} predicts non-finite probabilities")
+        return model, version
 
     def model_version(self) -> dict:
         return {"version": self.version, "model": self.model.config.name, "tasks": self.model.tasks,
-                "encoder": self.model.encoder.fingerprint}
+                "encoder": self.model.encoder.fingerprint, "last_error": self.last_error}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.003)
     async def rank(self, requests: list[dict[str, np.ndarray]]) -> list[dict]:
@@ -134,12 +176,28 @@ api = FastAPI(title="tamor", description="Tier-aware multi-objective recommendat
 MAX_BODY_BYTES = 64 * 1024
 
 
+@api.exception_handler(RequestValidationError)
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field, without echoing the input (a NaN in it would not even serialise)."""
+    errors = [{"loc": [str(part) for part in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": errors})
+
+
 @api.middleware("http")
 async def limit_body(request: Request, call_next):
     limit = getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
+    too_big = JSONResponse(status_code=413, content={"detail": f"request body over {limit} bytes"})
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        return JSONResponse(status_code=413, content={"detail": f"request body over {limit} bytes"})
+        return too_big
+    if length is None and request.method in ("POST", "PUT", "PATCH"):  # chunked: count while reading, stop at the limit
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return too_big
+            chunks.append(chunk)
+        request._body = b"".join(chunks)  # Starlette replays a read body to the endpoint
     return await call_next(request)
 
 
@@ -161,7 +219,7 @@ class Ingress:
         model = await self.ranker.model_version.remote()
         store = await self.lookup.snapshot.remote()
         return {"model_version": model["version"], "model": model["model"], "tasks": model["tasks"],
-                "feature_snapshot": store["snapshot"], "encoder": store["encoder"]}
+                "feature_snapshot": store["snapshot"], "encoder": store["encoder"], "last_model_error": model["last_error"]}
 
     @api.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest) -> RecommendResponse:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import math
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_CANDIDATES = 500
 MAX_TOP_N = 100
@@ -11,10 +14,28 @@ MAX_TOP_N = 100
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str = Field(min_length=1, max_length=128)
-    item_ids: list[str] | None = Field(None, min_length=1, max_length=MAX_CANDIDATES, description="candidate items")
+    item_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        None, min_length=1, max_length=MAX_CANDIDATES, description="candidate items, each once")
     scenarios: list[str] | None = Field(None, min_length=1, max_length=32, description="or: every item of these scenarios")
     top_n: int = Field(10, ge=1, le=MAX_TOP_N)
     context: dict[str, str | float] = Field(default_factory=dict, description="context features, e.g. hour, page")
+
+    @field_validator("item_ids")
+    @classmethod
+    def _unique(cls, ids: list[str] | None) -> list[str] | None:
+        if ids is not None and len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            twice = sorted({i for i in ids if i in seen or seen.add(i)})
+            raise ValueError(f"duplicate item ids {twice[:5]}: list each candidate once")
+        return ids
+
+    @field_validator("context")
+    @classmethod
+    def _finite(cls, context: dict[str, str | float]) -> dict[str, str | float]:
+        bad = [k for k, v in context.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"context {bad}: numbers must be finite")
+        return context
 
     @model_validator(mode="after")
     def _one_candidate_source(self) -> RecommendRequest:

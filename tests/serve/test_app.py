@@ -126,3 +126,32 @@ def test_a_model_update_drops_no_request_and_serves_the_new_version(serve_url, r
     assert statuses and set(statuses) == {200}, f"failed requests during the update: {sorted(set(statuses))}"
     assert versions[0] == "v0001" and versions[-1] == new.name
     assert np.all(np.diff([int(v[1:]) for v in versions]) >= 0)  # never back to the old model
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"item_ids": ["i1", "i1"]}, "duplicate item ids"),
+    ({"item_ids": [""]}, "item_ids"),
+    ({"item_ids": ["i1"], "context": {"position": "abc"}}, "context.position"),
+    ({"item_ids": ["i1"], "context": {"position": 1e308}}, "context.position"),
+    ({"item_ids": ["i1"], "context": {"no_such_feature": "x"}}, "context.no_such_feature"),
+])
+def test_bad_fields_are_a_422_naming_the_field(serve_url, body, field):
+    url, _ = serve_url
+    answer = httpx.post(f"{url}/recommend", json={"user_id": "u1", **body}, timeout=30)
+    assert answer.status_code == 422 and field in answer.text, answer.text
+
+
+def test_non_finite_numbers_and_chunked_bodies_over_the_limit_are_refused(serve_url):
+    url, _ = serve_url
+    nan_body = '{"user_id": "u1", "item_ids": ["i1"], "context": {"position": NaN}}'
+    answer = httpx.post(f"{url}/recommend", content=nan_body, headers={"content-type": "application/json"}, timeout=30)
+    assert answer.status_code == 422, answer.text
+
+    def chunks():
+        yield b'{"user_id": "u1", "item_ids": ['
+        for i in range(40_000):
+            yield f'"i{i}",'.encode()
+        yield b'"last"]}'
+
+    answer = httpx.post(f"{url}/recommend", content=chunks(), headers={"content-type": "application/json"}, timeout=60)
+    assert answer.status_code == 413, answer.text

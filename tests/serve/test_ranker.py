@@ -30,3 +30,31 @@ def test_a_model_without_an_encoder_is_refused_and_its_own_data_is_accepted(synt
         ranker.reconfigure({"checkpoint": str(tmp_path / "bare.pt")})
     ranker.reconfigure({"checkpoint": str(tmp_path / "own.pt")})
     assert ranker.model_version()["encoder"] == synthetic.encoder().fingerprint
+
+
+def test_a_failed_swap_keeps_the_serving_model_and_says_why(synthetic_data, tmp_path):
+    synthetic = DataDir(synthetic_data)
+    save_model(build_model(TINY, synthetic.spec(), synthetic.encoder()), tmp_path / "good.pt")
+    (tmp_path / "corrupt.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:1000])  # truncated
+    ranker = ranker_for(synthetic)
+    ranker.reconfigure({"checkpoint": str(tmp_path / "good.pt")})
+    serving = ranker.model
+    for bad in ({"checkpoint": str(tmp_path / "corrupt.pt")}, {"checkpoint": str(tmp_path / "missing.pt")},
+                {"registry": str(tmp_path / "empty-registry"), "ref": "latest"}):
+        ranker.reconfigure(bad)
+        assert ranker.model is serving and ranker.version.endswith("good.pt")
+        assert ranker.model_version()["last_error"].startswith("kept checkpoint:")
+    ranker.reconfigure({"checkpoint": str(tmp_path / "good.pt")})
+    assert ranker.model_version()["last_error"] is None
+
+
+def test_a_model_with_non_finite_outputs_is_refused(synthetic_data, tmp_path):
+    import torch
+
+    synthetic = DataDir(synthetic_data)
+    model = build_model(TINY, synthetic.spec(), synthetic.encoder())
+    with torch.no_grad():
+        next(iter(model.parameters())).fill_(float("nan"))
+    save_model(model, tmp_path / "nan.pt")
+    with pytest.raises(ModelRefused, match="non-finite"):
+        ranker_for(synthetic).reconfigure({"checkpoint": str(tmp_path / "nan.pt")})
