@@ -40,6 +40,7 @@ from tamor.platform.train import TrainConfig
 
 TAMOR_MODELS = ["shared_bottom", "mmoe", "ple", "per_tier_mmoe", "tamor"]
 PEERS = ["rechub_mmoe", "rechub_ple", "hgb"]
+ABLATIONS = {"tamor_paper": {"name": "tamor", "shared_path": False}}  # the paper's TAMOR: no shared path
 MIN_POSITIVES = 50  # cells with fewer test positives are shown but not judged
 
 
@@ -172,7 +173,7 @@ def run(data: DataDir, args) -> pd.DataFrame:
             elif name.startswith("rechub_"):
                 probs, epochs = fit_torch(lambda k=name[7:]: RechubAdapter(k, spec), spec, splits, args, seed)
             else:
-                config = ModelConfig(name=name)
+                config = ModelConfig(**ABLATIONS.get(name, {"name": name}))
                 probs, epochs = fit_torch(lambda c=config: build_model(c, spec), spec, splits, args, seed)
             seconds = time.perf_counter() - start
             metrics = evaluate_predictions(spec, probs, test["labels"].numpy(), test["label_mask"].numpy(), test["tier"].numpy(),

@@ -79,18 +79,6 @@ class CategoricalEncoding(BaseModel):
     vocabulary: dict[str, int]
 
 
-class NumericEncoding(BaseModel):
-    """A numeric column: ``(f(x) - mean) / std`` with ``f`` = log1p (negatives clipped to 0) or identity;
-    missing, unparsable or non-finite values become the mean (0)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    side: Side
-    mean: float
-    std: float
-    log1p: bool = False
-
-
 class Encoder(BaseModel):
     """Everything that turns raw values into the model's input columns (see :class:`FeatureSpec`)."""
 
@@ -99,7 +87,7 @@ class Encoder(BaseModel):
     dataset: str
     strip: bool = True
     categorical: list[CategoricalEncoding]
-    numeric: list[NumericEncoding]
+    numeric: list[NumericField]  # (f(x) - mean) / std; missing, unparsable or non-finite values are the mean
     tiers: list[str]
     tier_thresholds: list[float]
     tier_values: dict[str, int] | None = None  # a tier from a flag or category: canonical raw value → tier id
@@ -166,7 +154,7 @@ class Encoder(BaseModel):
             dataset=self.dataset,
             timestamp=timestamp,
             categorical=[CategoricalField(name=f.name, side=f.side, vocab_size=len(f.vocabulary) + 1) for f in self.categorical],
-            numeric=[NumericField(name=f.name, side=f.side, mean=f.mean, std=f.std, log1p=f.log1p) for f in self.numeric],
+            numeric=list(self.numeric),
             tiers=self.tiers,
             tier_thresholds=self.tier_thresholds,
             holdings="holdings",

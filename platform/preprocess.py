@@ -27,9 +27,9 @@ import pyarrow.csv as pacsv
 import ray
 from ray.data.expressions import col
 
-from tamor.models.encoder import MISSING, CategoricalEncoding, Encoder, NumericEncoding, parse_number
+from tamor.models.encoder import MISSING, CategoricalEncoding, Encoder, parse_number
 from tamor.models.errors import TamorError
-from tamor.models.feature_spec import FeatureSpec, TaskSpec
+from tamor.models.feature_spec import FeatureSpec, NumericField, TaskSpec
 from tamor.platform.data_dir import ONLINE_KINDS, SPLITS, DataDir
 from tamor.platform.schema import LogSchema
 from tamor.platform.sources import check_columns, unzip
@@ -141,7 +141,7 @@ def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) ->
                 raise PreprocessError(f"numeric feature {f.column!r} has no parsable value in train")
             mean = s["__sum__"] / count
             std = float(np.sqrt(max(s["__sumsq__"] / count - mean**2, 0.0)))
-            numeric.append(NumericEncoding(name=f.column, side=f.side, mean=float(mean), std=std if std > 1e-12 else 1.0, log1p=f.log1p))
+            numeric.append(NumericField(name=f.column, side=f.side, mean=float(mean), std=std if std > 1e-12 else 1.0, log1p=f.log1p))
     if schema.scenario.values is not None:
         scenarios = list(schema.scenario.values)
     else:

@@ -55,7 +55,7 @@ class Registry:
             self.fs, self.root = pafs.FileSystem.from_uri(root)
         else:
             self.fs, self.root = pafs.LocalFileSystem(), str(Path(root).resolve())
-        self.fs.create_dir(self.root, recursive=True)
+        # nothing is created until something is written: a mistyped path stays an empty answer, not a directory
 
     def _path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
@@ -75,7 +75,7 @@ class Registry:
     def versions(self) -> list[Version]:
         """Complete versions, oldest first (a directory without ``version.json`` is not a version)."""
         out = []
-        for info in self.fs.get_file_info(pafs.FileSelector(self.root)):
+        for info in self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True)):
             name = info.base_name
             if info.type != pafs.FileType.Directory or not _VERSION.match(name):
                 continue
@@ -140,7 +140,7 @@ class Registry:
         number = versions[-1].number + 1 if versions else 1
         name = f"v{number:04d}"
         tmp = self._path(f".incoming-{name}-{uuid.uuid4().hex[:8]}")
-        self.fs.create_dir(tmp)
+        self.fs.create_dir(tmp, recursive=True)
         pafs.copy_files(str(Path(model_file).resolve()), f"{tmp}/{MODEL_FILE}", destination_filesystem=self.fs)
         meta = {
             "version": name,

@@ -19,7 +19,7 @@ from ray.serve import Application
 
 from tamor.models.errors import TamorError
 from tamor.platform.data_dir import DataDir
-from tamor.platform.registry import Registry
+from tamor.platform.registry import Registry, RegistryError
 from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Ranker, Reranker
 from tamor.serve.policy import RerankPolicy
 
@@ -44,14 +44,22 @@ class AppArgs(BaseModel):
     max_candidates: int = Field(500, ge=1)
     policy: RerankPolicy = Field(default_factory=RerankPolicy)
 
-    def model_source(self) -> dict[str, Any]:
+    def model_source(self, strict: bool = True) -> dict[str, Any]:
+        """The Ranker's ``user_config``. A registry ref is pinned to the version it resolves to now, so a
+        replica that restarts loads that version, never whatever ``latest`` has become since; with
+        ``strict=False`` (writing a config file for later) a registry without versions keeps the ref."""
         if self.checkpoint:
             return {"checkpoint": str(Path(self.checkpoint).resolve())}
         if not self.registry:
             raise TamorError("give a registry or a checkpoint to serve")
         registry = self.registry if "://" in self.registry else str(Path(self.registry).resolve())
-        # pinned: a replica that restarts loads this version, never whatever `latest` has become
-        return {"registry": registry, "ref": Registry(registry).resolve(self.ref).name}
+        try:
+            ref = Registry(registry).resolve(self.ref).name
+        except RegistryError:
+            if strict:
+                raise
+            ref = self.ref
+        return {"registry": registry, "ref": ref}
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -87,7 +95,7 @@ def serve_config(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, max_r
                         **DEPLOYMENTS["Ranker"],
                         "autoscaling_config": {"min_replicas": 1, "max_replicas": max_ranker_replicas, "target_ongoing_requests": 32},
                         "ray_actor_options": {"num_cpus": args.ranker_cpus, "num_gpus": args.ranker_gpus},
-                        "user_config": args.model_source(),
+                        "user_config": args.model_source(strict=False),
                     },
                     {"name": "Reranker", "num_replicas": 1, **DEPLOYMENTS["Reranker"]},
                 ],
