@@ -290,9 +290,10 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
     return report
 
 
-def _cut_points(good: ray.data.Dataset, schema: LogSchema, bins: int = 100_000) -> tuple[float, float]:
-    """Where valid and test begin: timestamps that cut the rows in the schema's fractions (from a
-    histogram of the time range, so a few far-off timestamps do not empty a split), or hash fractions."""
+def _cut_points(good: ray.data.Dataset, schema: LogSchema, points: int = 1001) -> tuple[float, float]:
+    """Where valid and test begin: timestamps that cut the rows in the schema's fractions (from each
+    block's quantiles weighted by its rows, so a few far-off timestamps do not empty a split), or hash
+    fractions."""
     train_end = 1.0 - schema.split.valid_fraction - schema.split.test_fraction
     if train_end <= 0:
         raise PreprocessError("split: valid_fraction + test_fraction must leave rows for train")
@@ -301,20 +302,15 @@ def _cut_points(good: ray.data.Dataset, schema: LogSchema, bins: int = 100_000) 
         return fractions
     ts_col = schema.timestamp
 
-    def span(b: pd.DataFrame) -> pd.DataFrame:
-        t = parse_number(b[ts_col])
-        return pd.DataFrame({"lo": [t.min()], "hi": [t.max()]})
+    def sketch(b: pd.DataFrame) -> pd.DataFrame:
+        t = parse_number(b[ts_col]).dropna().to_numpy()
+        if len(t) == 0:
+            return pd.DataFrame({"value": [], "weight": []})
+        return pd.DataFrame({"value": np.quantile(t, np.linspace(0, 1, points)), "weight": len(t) / points})
 
-    # One row per block comes back to the driver (its time range, then its histogram), never the rows.
-    spans = good.select_columns([ts_col]).map_batches(span, batch_format="pandas", batch_size=None).to_pandas()
-    lo, hi = float(spans["lo"].min()), float(spans["hi"].max()) + 1.0
-    edges = np.linspace(lo, hi, bins + 1)
-
-    def histogram(b: pd.DataFrame) -> pd.DataFrame:
-        counts, _ = np.histogram(parse_number(b[ts_col]).to_numpy(), bins=edges)
-        return pd.DataFrame({"counts": [counts]})
-
-    parts = good.select_columns([ts_col]).map_batches(histogram, batch_format="pandas", batch_size=None).to_pandas()
-    cumulative = np.cumsum(np.sum(np.stack(parts["counts"].to_list()), axis=0)) / max(1, sum(int(c.sum()) for c in parts["counts"]))
-    cut = [float(edges[min(int(np.searchsorted(cumulative, f, side="left")) + 1, bins)]) for f in fractions]
-    return cut[0], max(cut[1], cut[0])
+    # ``points`` rows per block come back to the driver, never the rows themselves.
+    q = good.select_columns([ts_col]).map_batches(sketch, batch_format="pandas", batch_size=None).to_pandas().sort_values("value")
+    cumulative = q["weight"].cumsum().to_numpy() / q["weight"].sum()
+    values = q["value"].to_numpy()
+    cuts = [float(values[min(int(np.searchsorted(cumulative, f, side="left")), len(values) - 1)]) for f in fractions]
+    return cuts[0], max(cuts)

@@ -72,7 +72,8 @@ def test_a_zipped_bank_log_without_ids_or_timestamps_comes_in_as_declared(ray_se
 def test_a_tier_from_a_flag_and_a_time_split_on_row_counts(ray_session, tmp_path):
     raw = bank_log(seed=1)
     rng = np.random.default_rng(2)
-    raw["ts"] = np.sort(np.concatenate([rng.integers(1_700_000_000, 1_700_100_000, len(raw) - 1), [4_100_000_000]]))  # one in 2100
+    days = rng.choice(np.arange(1_700_000_000, 1_700_100_000), len(raw) - 1, replace=False)  # unique: the join key below
+    raw["ts"] = np.sort(np.concatenate([days, [4_100_000_000]]))  # and one in the year 2100
     raw.to_csv(tmp_path / "bank.csv.gz", index=False, compression="gzip")
     schema = write_schema(tmp_path, {**BANK_SCHEMA, "timestamp": "ts",
                                      "tiers": {"column": "newbie", "names": ["new", "established"], "values": {"1": "new", "0": "established"}}})
