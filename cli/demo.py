@@ -55,7 +55,7 @@ class Steps:
         self.timings[name] = round(time.perf_counter() - start, 1)
         (self.out / "timings.json").write_text(json.dumps(self.timings, indent=2))
         figure = f": {result['figure']}" if result.get("figure") else ""
-        self.console.print(f"[green]✓[/] {name}{figure} ({self.timings[name]:.0f} s)", highlight=False)
+        self.console.print(f"[green]✓[/] {name}{figure} ({self.timings[name]:.0f} s)", highlight=False, soft_wrap=True)
 
 
 def sample_requests(url: str, data_dir: Path, n: int, candidates: int = 100, seed: int = 0) -> dict:

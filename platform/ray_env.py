@@ -26,6 +26,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
     """
     log_file = _log_to(Path(log_dir), verbose) if log_dir is not None else None
     if not verbose:
+        for handler in logging.getLogger("ray").handlers:
+            handler.addFilter(_drop_notices)
         os.environ.setdefault("WANDB_SILENT", "true")
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         warnings.filterwarnings("ignore")  # captured in the log file when there is one
@@ -39,6 +41,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
     ray.data.DataContext.get_current().enable_progress_bars = verbose
     if not verbose:
         quiet_console()
+        _route_cluster_messages()
     if log_dir is not None:
         link = Path(log_dir) / "ray"
         session_logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
@@ -60,6 +63,36 @@ def _log_to(log_dir: Path, verbose: bool) -> Path:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     return path
+
+
+_NOTICES = ("Token authentication is enabled", "Progress bars disabled", "may be a performance bottleneck")
+
+
+def _drop_notices(record: logging.LogRecord) -> bool:
+    """Ray's start-up notices that say nothing is wrong (the file log keeps them)."""
+    return not any(notice in record.getMessage() for notice in _NOTICES)
+
+
+# Messages the cluster pushes to the driver that say nothing is wrong: they go to the log file only.
+_CLUSTER_NOISE = ("worker processes have been started", "Failed to kill actor", "is shutting down")
+
+
+def _route_cluster_messages() -> None:
+    """Ray prints the cluster's messages to the driver (``(raylet) …``) straight to stdout; keep the
+    ones that mean something on the console and send every one to the log."""
+    from ray._private import worker
+
+    original = getattr(worker.print_to_stdstream, "__wrapped__", worker.print_to_stdstream)
+
+    def print_to_stdstream(data, ignore_prefix: bool):
+        lines = [line for line in data.get("lines", []) if not any(noise in line for noise in _CLUSTER_NOISE)]
+        for line in data.get("lines", []):
+            logging.getLogger("ray").info("(%s) %s", data.get("pid"), line)
+        if lines:
+            original({**data, "lines": lines}, ignore_prefix)
+
+    print_to_stdstream.__wrapped__ = original
+    worker.print_to_stdstream = print_to_stdstream
 
 
 def quiet_console() -> None:
