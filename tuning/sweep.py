@@ -115,6 +115,11 @@ def build_tuner(cfg: SweepConfig, name: str) -> tune.Tuner:
         "tasks": tasks,
         "train_storage": str(storage / name / "trainer_runs"),
     }
+    if cfg.verbose == 0:  # Tune's newer console output prints its header whatever the verbosity; the classic one is silent
+        import optuna
+
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=cfg.max_concurrent)
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
