@@ -26,8 +26,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
     """
     log_file = _log_to(Path(log_dir), verbose) if log_dir is not None else None
     if not verbose:
-        for handler in logging.getLogger("ray").handlers:
-            handler.addFilter(_drop_notices)
+        quiet_console()  # before ray.init too: its own start-up notices
         os.environ.setdefault("WANDB_SILENT", "true")
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         warnings.filterwarnings("ignore")  # captured in the log file when there is one
@@ -102,3 +101,4 @@ def quiet_console() -> None:
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
                 handler.setLevel(logging.WARNING)
+                handler.addFilter(_drop_notices)
