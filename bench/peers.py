@@ -185,7 +185,7 @@ def run(data: DataDir, args) -> pd.DataFrame:
     return pd.concat(results, ignore_index=True)
 
 
-def summarise(results: pd.DataFrame, models: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def summarise(results: pd.DataFrame, models: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str], pd.DataFrame]:
     """Mean ± std tables of AUC and log loss; wall time per fit; the cells where tamor is behind."""
     cell = ["task", "slice", "group"]
     stats = results.groupby([*cell, "model"], sort=False).agg(
