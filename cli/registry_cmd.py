@@ -19,7 +19,7 @@ def registry_list(registry: str = RegistryOpt) -> None:
     from tamor.platform.registry import Registry, RegistryError
 
     reg = Registry(registry)
-    versions = reg.versions()
+    versions = reg.versions(include_corrupt=True)
     if not versions:
         console.print(f"no versions in {registry}")
         return
@@ -29,12 +29,20 @@ def registry_list(registry: str = RegistryOpt) -> None:
             labels.setdefault(reg.resolve(ref).name, []).append(ref)
         except RegistryError:
             pass
-    for alias, version in reg.aliases().items():
+    try:
+        aliases = reg.aliases()
+    except RegistryError as e:  # the versions are still worth listing
+        aliases = {}
+        console.print(f"[yellow]aliases unreadable: {e}; `tamor registry promote` rewrites them[/yellow]")
+    for alias, version in aliases.items():
         labels.setdefault(version, []).append(alias)
     table = Table(title=f"registry {registry}")
     for col in ("version", "created", "model", "metric", "value", "source", "aliases"):
         table.add_column(col)
     for v in versions:
+        if v.problem is not None:
+            table.add_row(v.name, "", "", "", "", f"[red]CORRUPT: {v.problem}[/red]", "")
+            continue
         m = v.meta
         value = f"{m['metric_value']:.4f}" if m["metric_value"] is not None else ""
         source = m["source"].get("sweep") or m["source"].get("run", "")

@@ -64,6 +64,16 @@ class DataDir:
             raise ValueError(f"online kind must be one of {ONLINE_KINDS}, got {kind!r}")
         return self.root / "online" if kind is None else self.root / "online" / kind
 
+    @property
+    def source_copy(self) -> Path:
+        return self.root / "_source"
+
+    def written(self) -> list[Path]:
+        """Every path preprocessing writes here (what a failed run's cleanup may remove)."""
+        paths = [self.staging, self.encoded_staging, self.source_copy, self.quarantine, self.online(),
+                 self.spec_file, self.encoder_file, self.stats_file]
+        return paths + [self.split(s) for s in SPLITS]
+
     def exists(self) -> bool:
         return self.spec_file.exists()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,13 +222,39 @@ def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, data: DataDir, ro
 
 
 def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> PreprocessReport:
-    """Run the whole pipeline; return the row counts. Raises :class:`PreprocessError` on too many rejects."""
+    """Run the whole pipeline; return the row counts. Raises :class:`PreprocessError` on too many rejects.
+
+    ``out`` must be new, empty, or what a failed run left (which is cleared). A failed run removes
+    everything it wrote except ``quarantine/``, so the reasons stay readable and a rerun is accepted.
+    """
     data = DataDir(out)
-    if data.root.exists() and any(data.root.iterdir()):
-        raise PreprocessError(f"{data.root} is not empty: choose a new output directory")
-    sources = [unzip(s, data.root / "_source") for s in ([source] if isinstance(source, str) else source)]
+    if data.stats_file.exists():
+        raise PreprocessError(f"{data.root} already holds a preprocessed dataset: choose a new output directory")
+    ours = set(data.written())
+    foreign = [p.name for p in data.root.iterdir() if p not in ours] if data.root.exists() else []
+    if foreign:
+        raise PreprocessError(f"{data.root} holds files preprocessing did not write ({sorted(foreign)[:5]}): choose a new output directory")
+    _remove(data.written())  # a failed run's leftovers
+    try:
+        return _preprocess(source, schema, data)
+    except BaseException:
+        _remove([p for p in data.written() if p != data.quarantine])
+        raise
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> PreprocessReport:
+    sources = [unzip(s, data.source_copy) for s in ([source] if isinstance(source, str) else source)]
     columns = check_columns(sources, schema)  # on the driver: a missing column is one line naming the file
-    read_source(sources, schema, columns).map_batches(check_batch, fn_kwargs={"schema": schema}, batch_format="pandas").write_parquet(
+    checks = {"schema": schema, "now": time.time()}  # one clock for every block's future-timestamp check
+    read_source(sources, schema, columns).map_batches(check_batch, fn_kwargs=checks, batch_format="pandas").write_parquet(
         str(data.staging)
     )
     rows_in = ray.data.read_parquet(str(data.staging)).count()
@@ -253,6 +280,8 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
         raise PreprocessError(
             f"{rows_quarantined} of {rows_in} rows ({fraction:.1%}) were rejected, over the allowed "
             f"{schema.preprocess.max_reject_fraction:.1%}; see {data.quarantine} (reasons: {reasons})"
+            + (" — timestamps must be Unix seconds (preprocess.future_horizon_days: null turns the check off)"
+               if reasons.get("future_timestamp", 0) > rows_quarantined / 2 else "")
         )
 
     good = ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) == "")
@@ -279,7 +308,7 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
     encoded = ray.data.read_parquet([str(data.split(s)) for s in SPLITS if rows_out[s]])
     online = write_online(encoded, spec, data, rows_in)
     shutil.rmtree(data.staging)
-    shutil.rmtree(data.root / "_source", ignore_errors=True)
+    shutil.rmtree(data.source_copy, ignore_errors=True)
 
     report = PreprocessReport(rows_in, rows_out, rows_quarantined, reasons)
     if not report.conserved:  # pragma: no cover - a bug, never bad data

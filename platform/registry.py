@@ -11,25 +11,34 @@ An export is written under a hidden temporary name and then moved into place, wi
 written last: a crash mid-export leaves no visible half-written version, and ``latest`` keeps
 pointing at the previous one. ``latest`` is the newest version, ``best`` the one with the best
 recorded metric, and any other alias is set with :meth:`Registry.promote`.
+
+Writes (export, promote) hold ``.lock`` (a file lock), so concurrent processes never lose an alias
+or a version number. ``version.json`` records the model file's size and sha256: a version whose
+metadata does not parse or whose model file does not match is *corrupt* — listed with its problem,
+never resolved (``latest`` and ``best`` skip it) — and one bad entry never breaks the others.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
+from filelock import FileLock
 
 from tamor.models.errors import TamorError
 from tamor.models.factory import MODEL_FILE, load_model
 
 META_FILE = "version.json"
 ALIASES_FILE = "aliases.json"
+LOCK_FILE = ".lock"
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
@@ -42,10 +51,20 @@ class Version:
     name: str
     path: str  # on the registry's filesystem
     meta: dict[str, Any]
+    problem: str | None = None  # why the version is corrupt; None when it is whole
 
     @property
     def number(self) -> int:
         return int(self.name[1:])
+
+
+def file_digest(stream) -> tuple[int, str]:
+    """(size in bytes, sha256 hex) of a readable binary stream."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := stream.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
 
 
 class Registry:
@@ -61,8 +80,24 @@ class Registry:
         return "/".join([self.root.rstrip("/"), *parts])
 
     def _read_json(self, path: str) -> dict:
-        with self.fs.open_input_stream(path) as f:
-            return json.loads(f.read().decode())
+        try:
+            with self.fs.open_input_stream(path) as f:
+                value = json.loads(f.read().decode())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RegistryError(f"{path} is corrupt ({e})") from None
+        if not isinstance(value, dict):
+            raise RegistryError(f"{path} is corrupt (not a JSON object)")
+        return value
+
+    @contextmanager
+    def _locked(self):
+        """Serialise writers across processes (local registries; object stores have no file locks)."""
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            yield
+            return
+        self.fs.create_dir(self.root, recursive=True)
+        with FileLock(self._path(LOCK_FILE), timeout=60):
+            yield
 
     def _write_json(self, path: str, value: dict) -> None:
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
@@ -72,17 +107,47 @@ class Registry:
 
     # ------------------------------------------------------------------ reading
 
-    def versions(self) -> list[Version]:
-        """Complete versions, oldest first (a directory without ``version.json`` is not a version)."""
+    def versions(self, include_corrupt: bool = False) -> list[Version]:
+        """Complete versions, oldest first (a directory without ``version.json`` is not a version);
+        corrupt ones (see :meth:`check`) only with ``include_corrupt``."""
         out = []
         for info in self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True)):
             name = info.base_name
             if info.type != pafs.FileType.Directory or not _VERSION.match(name):
                 continue
             meta_path = self._path(name, META_FILE)
-            if self.fs.get_file_info(meta_path).type == pafs.FileType.File:
-                out.append(Version(name, self._path(name), self._read_json(meta_path)))
+            if self.fs.get_file_info(meta_path).type != pafs.FileType.File:
+                continue
+            try:
+                version = Version(name, self._path(name), self._read_json(meta_path))
+            except RegistryError as e:
+                version = Version(name, self._path(name), {}, problem=str(e))
+            if version.problem is None:
+                version = Version(version.name, version.path, version.meta, problem=self._size_problem(version))
+            if include_corrupt or version.problem is None:
+                out.append(version)
         return sorted(out, key=lambda v: v.number)
+
+    def _size_problem(self, version: Version) -> str | None:
+        """A cheap check on every listing: the model file is there and as long as when exported."""
+        info = self.fs.get_file_info(self._path(version.name, MODEL_FILE))
+        if info.type != pafs.FileType.File:
+            return f"{MODEL_FILE} is missing"
+        expected = version.meta.get("model_bytes")
+        if expected is not None and info.size != expected:
+            return f"{MODEL_FILE} is {info.size} bytes, {expected} when exported (truncated or replaced)"
+        return None
+
+    def check(self, ref: str) -> Version:
+        """Resolve ``ref`` and verify its model file's sha256 against ``version.json``; raises if corrupt."""
+        version = self.resolve(ref)
+        expected = version.meta.get("model_sha256")
+        if expected is not None:
+            with self.fs.open_input_stream(self._path(version.name, MODEL_FILE)) as f:
+                _, digest = file_digest(f)
+            if digest != expected:
+                raise RegistryError(f"version {version.name}: {MODEL_FILE} does not match its recorded sha256 (corrupt)")
+        return version
 
     def aliases(self) -> dict[str, str]:
         path = self._path(ALIASES_FILE)
@@ -91,31 +156,42 @@ class Registry:
         return self._read_json(path)
 
     def resolve(self, ref: str = "latest") -> Version:
-        """A version from ``latest``, ``best``, an alias, or a version name (``v0003`` or ``3``)."""
-        versions = self.versions()
-        if not versions:
+        """A version from ``latest``, ``best``, an alias, or a version name (``v0003`` or ``3``);
+        ``latest`` and ``best`` consider whole versions only, and naming a corrupt one is an error."""
+        every = self.versions(include_corrupt=True)
+        versions = [v for v in every if v.problem is None]
+        if not versions and not every:
             raise RegistryError(f"the registry at {self.root} has no versions yet")
         by_name = {v.name: v for v in versions}
+        corrupt = {v.name: v.problem for v in every if v.problem is not None}
         if ref == "latest":
+            if not versions:
+                raise RegistryError(f"the registry at {self.root} has no whole version (corrupt: {corrupt})")
             return versions[-1]
         if ref == "best":
             scored = [v for v in versions if v.meta.get("metric_value") is not None]
             if not scored:
                 raise RegistryError("no version records a metric to pick the best by")
             return max(scored, key=lambda v: (1 if v.meta.get("mode", "max") == "max" else -1) * v.meta["metric_value"])
-        aliases = self.aliases()
+        aliases = self.aliases() if not (_VERSION.match(ref) or ref.isdigit()) else {}
         if ref in aliases:
             ref = aliases[ref]
         if ref.isdigit():
             ref = f"v{int(ref):04d}"
+        if ref in corrupt:
+            raise RegistryError(f"version {ref} is corrupt: {corrupt[ref]}")
         if ref not in by_name:
+            try:
+                aliases = aliases or self.aliases()
+            except RegistryError:
+                aliases = {}
             known = ", ".join(["latest", "best", *aliases, *by_name])
             raise RegistryError(f"no version or alias {ref!r} (known: {known})")
         return by_name[ref]
 
     def local_model_file(self, ref: str = "latest", cache_dir: str | Path | None = None) -> Path:
-        """The version's ``model.pt`` as a local file (downloaded for remote registries)."""
-        version = self.resolve(ref)
+        """The version's ``model.pt`` as a local file (downloaded for remote registries), its sha256 checked."""
+        version = self.check(ref)
         if isinstance(self.fs, pafs.LocalFileSystem):
             return Path(version.path) / MODEL_FILE
         target = Path(cache_dir or Path.home() / ".cache" / "tamor" / "registry") / version.name
@@ -136,14 +212,31 @@ class Registry:
     ) -> Version:
         """Publish ``model_file`` (a saved tamor model) as the next version, atomically."""
         model = load_model(model_file)  # validates the file and reads its config, spec and encoder
-        versions = self.versions()
-        number = versions[-1].number + 1 if versions else 1
-        name = f"v{number:04d}"
-        tmp = self._path(f".incoming-{name}-{uuid.uuid4().hex[:8]}")
+        with open(model_file, "rb") as f:
+            size, digest = file_digest(f)
+        with self._locked():
+            versions = self.versions(include_corrupt=True)  # a corrupt version still owns its number
+            number = versions[-1].number + 1 if versions else 1
+            name = f"v{number:04d}"
+            tmp = self._path(f".incoming-{name}-{uuid.uuid4().hex[:8]}")
+            try:
+                self._stage(model_file, model, tmp, name, size, digest, metrics, metric, mode, source, extra)
+                self._publish(tmp, self._path(name))
+            except BaseException:
+                self.fs.delete_dir_contents(tmp, missing_dir_ok=True)
+                if self.fs.get_file_info(tmp).type == pafs.FileType.Directory:
+                    self.fs.delete_dir(tmp)
+                raise
+        return self.resolve(name)
+
+    def _stage(self, model_file, model, tmp: str, name: str, size: int, digest: str, metrics: dict[str, float], metric: str,
+               mode: str, source: dict[str, Any] | None, extra: dict[str, Any] | None) -> None:
         self.fs.create_dir(tmp, recursive=True)
         pafs.copy_files(str(Path(model_file).resolve()), f"{tmp}/{MODEL_FILE}", destination_filesystem=self.fs)
         meta = {
             "version": name,
+            "model_bytes": size,
+            "model_sha256": digest,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "metric": metric,
             "mode": mode,
@@ -156,8 +249,6 @@ class Registry:
             **(extra or {}),
         }
         self._write_json(f"{tmp}/{META_FILE}", meta)
-        self._publish(tmp, self._path(name))
-        return self.resolve(name)
 
     def _publish(self, tmp: str, final: str) -> None:
         if self.fs.get_file_info(final).type != pafs.FileType.NotFound:
@@ -168,6 +259,11 @@ class Registry:
         """Point ``alias`` at a version (``latest`` and ``best`` are computed, not settable)."""
         if alias in ("latest", "best") or _VERSION.match(alias):
             raise RegistryError(f"{alias!r} cannot be an alias name")
-        version = self.resolve(ref)
-        self._write_json(self._path(ALIASES_FILE), {**self.aliases(), alias: version.name})
+        with self._locked():  # read-modify-write of aliases.json: one writer at a time, or an alias is lost
+            version = self.resolve(ref)
+            try:
+                aliases = self.aliases()
+            except RegistryError:  # a corrupt aliases file: start again from this alias rather than fail forever
+                aliases = {}
+            self._write_json(self._path(ALIASES_FILE), {**aliases, alias: version.name})
         return version

@@ -7,6 +7,8 @@ hash splits and the ids of rows without an id column). Rows with a reason go to 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -14,6 +16,7 @@ from tamor.models.encoder import as_text, parse_number
 from tamor.platform.schema import LogSchema, SchemaError, Task, comparison
 
 REASON = "_reason"
+_BOOLEAN = {"true": "1", "false": "0"}
 KEY = "_key"
 
 
@@ -27,12 +30,13 @@ def parse_label(text: pd.Series, task: Task) -> pd.Series:
     if task.positive is not None:
         positive = set(task.positive)
         return text.map(lambda v: np.nan if v is None else float(v in positive)).astype("float64")
-    num = parse_number(text)
+    # booleans (Parquet bool columns, "true"/"False" in text) are labels too
+    num = parse_number(text.map(lambda v: _BOOLEAN.get(v.lower(), v), na_action="ignore"))
     bad = text.notna() & ~num.isin([0.0, 1.0])
     return num.where(~bad, -1.0)
 
 
-def check_batch(batch: pd.DataFrame, schema: LogSchema) -> pd.DataFrame:
+def check_batch(batch: pd.DataFrame, schema: LogSchema, now: float | None = None) -> pd.DataFrame:
     """Validate raw rows: ``[N rows] -> [N rows]`` with every raw column as text plus ``_reason``, ``_key``."""
     strip = schema.source.csv.strip
     cols = schema.raw_columns()
@@ -53,6 +57,10 @@ def check_batch(batch: pd.DataFrame, schema: LogSchema) -> pd.DataFrame:
         ts = parse_number(df[schema.timestamp])
         flag(df[schema.timestamp].isna(), "missing_timestamp")
         flag(ts.isna(), "unparsable_timestamp")
+        flag(~np.isfinite(ts), "non_finite_timestamp")
+        horizon = schema.preprocess.future_horizon_days
+        if horizon is not None:  # one row dated 2100 would otherwise own the validation and test splits
+            flag(ts > (time.time() if now is None else now) + horizon * 86_400, "future_timestamp")
     tiers = schema.tiers
     flag(df[tiers.column].isna(), "missing_amount")
     if tiers.values is not None:
@@ -77,7 +85,8 @@ def check_batch(batch: pd.DataFrame, schema: LogSchema) -> pd.DataFrame:
         flag(lab == -1.0, f"label_not_binary:{name}")
     for t in schema.present_tasks:
         if t.after is not None and t.after in labels:
-            flag((labels[t.name] == 1.0) & (labels[t.after] == 0.0), f"chain_violation:{t.name}_without_{t.after}")
+            # a step taken without its precondition, or with the precondition missing, breaks the chain
+            flag((labels[t.name] == 1.0) & (labels[t.after] != 1.0), f"chain_violation:{t.name}_without_{t.after}")
     df[REASON] = reason.astype(str)
     # A stable hash of the whole raw row (every column, read or not): hash splits and row ids.
     whole = pd.DataFrame({c: as_text(batch[c], strip) for c in sorted(batch.columns, key=str)})

@@ -24,7 +24,10 @@ PLANTED = {
     "negative_amount": {"holdings": "-3.5"},
     "unknown_scenario": {"scenario": "casino"},
     "label_not_binary:click": {"click": "2"},
-    "chain_violation:conversion_without_click": {"click": "0", "conversion": "1"},
+    "non_finite_amount": {"holdings": "inf"},
+    "non_finite_timestamp": {"ts": "inf"},
+    "future_timestamp": {"ts": "4102444800"},  # 2100-01-01: would own the valid and test splits
+    "chain_violation:conversion_without_click": [{"click": "0", "conversion": "1"}, {"click": "", "conversion": "1"}],
     "chain_violation:large_invest_without_invest": {"invest": "0", "large_invest": "1"},
 }
 
@@ -37,8 +40,8 @@ def raw_logs(tmp_path_factory):
     late = rows.index[-300:]
     rows.loc[late[::10], "brand"] = "brand_seen_only_in_test"
     bad = []
-    for i, (reason, change) in enumerate(PLANTED.items()):
-        for j in range(2):
+    for i, (reason, changes) in enumerate(PLANTED.items()):
+        for j, change in enumerate(changes if isinstance(changes, list) else [changes, changes]):
             row = rows.iloc[100 * i + j].copy()
             for col, value in change.items():
                 row[col] = value
@@ -125,6 +128,12 @@ def test_too_many_rejects_fail_clearly_and_keep_the_quarantine(ray_session, raw_
     with pytest.raises(PreprocessError, match="over the allowed"):
         preprocess(str(raw_logs[0]), schema, tmp_path / "out")
     assert len(pd.read_parquet(tmp_path / "out" / "quarantine")) == 2 * len(PLANTED)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["quarantine"]  # nothing half-written is left
+    # so the same directory takes a rerun (with a realistic limit): the failed run's leftovers are cleared
+    schema.preprocess.max_reject_fraction = 0.05
+    assert preprocess(str(raw_logs[0]), schema, tmp_path / "out").conserved
+    with pytest.raises(PreprocessError, match="already holds a preprocessed dataset"):
+        preprocess(str(raw_logs[0]), schema, tmp_path / "out")
 
 
 def test_census_income_preprocesses_end_to_end(census_data):

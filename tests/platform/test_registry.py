@@ -66,3 +66,61 @@ def test_a_file_uri_registry_works_like_a_path(tmp_path, model_file):
     reg = Registry(f"file://{tmp_path / 'uri-reg'}")
     reg.export(model_file, {"m": 1.0}, metric="m")
     assert Registry(tmp_path / "uri-reg").resolve("latest").name == "v0001"
+
+
+def _promote_many(root: str, alias: str, rounds: int) -> None:
+    for _ in range(rounds):
+        Registry(root).promote("v0001", alias)
+
+
+def test_concurrent_promotes_and_exports_lose_nothing(tmp_path, model_file):
+    import multiprocessing as mp
+
+    reg = Registry(tmp_path / "reg")
+    reg.export(model_file, {"m": 0.5}, metric="m")
+    ctx = mp.get_context("spawn")
+    workers = [ctx.Process(target=_promote_many, args=(str(tmp_path / "reg"), alias, 40)) for alias in ("a", "b", "c")]
+    workers += [ctx.Process(target=Registry(tmp_path / "reg").export, args=(model_file, {"m": 0.6}, "m")) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0] * 6
+    assert reg.aliases() == {"a": "v0001", "b": "v0001", "c": "v0001"}  # no read-modify-write lost an alias
+    assert [v.name for v in reg.versions()] == ["v0001", "v0002", "v0003", "v0004"]
+    assert not [p.name for p in (tmp_path / "reg").iterdir() if p.name.startswith(".incoming")]
+
+
+def test_a_corrupt_version_is_named_skipped_by_latest_and_breaks_nothing_else(tmp_path, model_file):
+    reg = Registry(tmp_path / "reg")
+    for m in (0.5, 0.6, 0.7, 0.8):
+        reg.export(model_file, {"m": m}, metric="m")
+    model = tmp_path / "reg" / "v0004" / "model.pt"
+    model.write_bytes(model.read_bytes()[:100])  # a truncated upload
+    (tmp_path / "reg" / "v0003" / "version.json").write_text('{"version": "v00')  # a truncated metadata write
+    listed = {v.name: v.problem for v in reg.versions(include_corrupt=True)}
+    assert listed["v0001"] is None and listed["v0002"] is None
+    assert "truncated" in listed["v0004"] and "corrupt" in listed["v0003"]
+    assert reg.resolve("latest").name == "v0002" and reg.resolve("best").name == "v0002"
+    with pytest.raises(RegistryError, match="v0004 is corrupt"):
+        reg.resolve("v0004")
+    # same size, other bytes: caught by the sha256 when the model is fetched
+    good = tmp_path / "reg" / "v0002" / "model.pt"
+    data = bytearray(good.read_bytes())
+    data[-10] ^= 0xFF
+    good.write_bytes(bytes(data))
+    with pytest.raises(RegistryError, match="sha256"):
+        reg.local_model_file("v0002")
+    assert reg.export(model_file, {"m": 0.9}, metric="m").name == "v0005"  # numbers are never reused
+
+
+def test_a_corrupt_aliases_file_breaks_only_the_aliases(tmp_path, model_file):
+    reg = Registry(tmp_path / "reg")
+    reg.export(model_file, {"m": 0.5}, metric="m")
+    reg.promote("v0001", "production")
+    (tmp_path / "reg" / "aliases.json").write_text('{"produc')
+    assert reg.resolve("v0001").name == reg.resolve("latest").name == "v0001"
+    with pytest.raises(RegistryError, match="aliases.json is corrupt"):
+        reg.resolve("production")
+    reg.promote("v0001", "production")  # a promote rewrites it whole
+    assert reg.resolve("production").name == "v0001"
