@@ -7,6 +7,7 @@ from the latest checkpoint (``FailureConfig``); re-running with the same run nam
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import time
@@ -75,7 +76,18 @@ class TrainConfig(BaseModel):
 
 
 class ConfigError(TamorError):
-    """A training config that does not fit the data."""
+    """A training config that does not fit the data, or a run name already taken by another run."""
+
+
+class TrainingDiverged(TamorError):
+    """The training loss became NaN or infinite (usually a learning rate too high)."""
+
+
+RUN_FILE = "run.json"  # the config and data fingerprint a run was started with: what a resume must match
+DIVERGED_FILE = "diverged.json"
+# What may change when a run is resumed (train longer, on other workers); anything else is another run.
+RESUMABLE = {"epochs", "patience", "max_failures", "num_workers", "use_gpu", "cpus_per_worker", "torch_threads",
+             "wandb", "wandb_project", "wandb_group", "fail_at_epoch", "storage_path", "name", "data_dir"}
 
 
 def unique_name(prefix: str) -> str:
@@ -178,6 +190,7 @@ def train_loop_per_worker(config: dict) -> None:
     # The validation split is small and read whole by every worker: read it once, reuse every epoch.
     valid_batches = list(valid_shard.iter_torch_batches(batch_size=4096, collate_fn=collate))
     sign = 1.0 if cfg.mode == "max" else -1.0
+    epoch, diverged = start_epoch - 1, False
 
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.fail_at_epoch == epoch and rank == 0:
@@ -188,6 +201,7 @@ def train_loop_per_worker(config: dict) -> None:
                 raise RuntimeError(f"injected worker failure at epoch {epoch}")
         model.train()
         start, seen, total_loss, steps = time.perf_counter(), 0, 0.0, 0
+        diverged = False
         for batch in epoch_batches(train_shard, cfg, epoch, rank, collate):
             batch = _to(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -195,9 +209,17 @@ def train_loop_per_worker(config: dict) -> None:
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
+            if _any_worker(not torch.isfinite(total.detach()).item(), ctx.get_world_size(), device):
+                diverged = True
+                break
             seen += len(batch["tier"])
             total_loss += float(total.detach())
             steps += 1
+        if diverged:  # stop: retrying from a checkpoint would diverge again, and NaN scores break every metric
+            if rank == 0:
+                Path(config["run_dir"]).mkdir(parents=True, exist_ok=True)
+                (Path(config["run_dir"]) / DIVERGED_FILE).write_text(json.dumps({"epoch": epoch, "step": steps, "lr": cfg.lr}))
+            break
         elapsed = time.perf_counter() - start
         # every worker sees the whole validation split (it is not sharded), so all agree on the metric
         preds = predict_split(model, valid_batches, device, amp)
@@ -218,6 +240,7 @@ def train_loop_per_worker(config: dict) -> None:
         improved = best is None or sign * value > sign * best
         best, stale = (value, 0) if improved else (best, stale + 1)
         metrics["best_" + cfg.metric] = best
+        metrics["stale_epochs"] = stale
         tracker.log({**metrics, **series}, step=epoch)
         if rank == 0:  # a plain per-epoch log beside the checkpoints, for people and for resume checks
             with open(Path(config["run_dir"]) / "epochs.jsonl", "a") as log:
@@ -232,11 +255,20 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
         if stale >= cfg.patience:
             break
-    if rank == 0:
+    if rank == 0 and start_epoch < epoch + 1 and not diverged:  # a resumed, already finished run trains nothing
         tier_table = metrics_table[metrics_table["slice"] != "overall"]
         tracker.table("val_auc_by_task_tier", tier_table)
         tracker.summary({"best_" + cfg.metric: best})
     tracker.finish()
+
+
+def _any_worker(flag: bool, world_size: int, device: torch.device) -> bool:
+    """True on every worker when ``flag`` is true on any (so all stop at the same step, no collective hangs)."""
+    if world_size == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
 
 
 # ------------------------------------------------------------------------------- the driver side
@@ -295,11 +327,58 @@ def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None) ->
     )
 
 
+def run_identity(cfg: TrainConfig) -> dict:
+    """What makes a run the same run: its config (less what a resume may change) and its data."""
+    data = DataDir(cfg.data_dir)
+    digest = hashlib.sha256(data.stats_file.read_bytes()).hexdigest() if data.stats_file.exists() else None
+    return {"config": cfg.model_dump(exclude=RESUMABLE), "data": digest}
+
+
+def claim_run(cfg: TrainConfig, run_dir: Path) -> dict | None:
+    """Record a new run's identity, or check a reused name: the same run resumes (returns its summary when
+    it already finished), another run under the name is refused. Nothing of an earlier run is deleted."""
+    identity = run_identity(cfg)
+    run_file = run_dir / RUN_FILE
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps(identity, indent=2, default=str))
+        return None
+    if not run_file.exists():
+        raise ConfigError(f"{run_dir} holds a run this version cannot check for a resume: choose another --name")
+    earlier = json.loads(run_file.read_text())
+    if earlier != json.loads(json.dumps(identity, default=str)):
+        changed = sorted(k for k in {**earlier["config"], **identity["config"]} if earlier["config"].get(k) != identity["config"].get(k))
+        changed += ["data"] if earlier["data"] != identity["data"] else []
+        raise ConfigError(
+            f"run name {run_dir.name!r} is taken by a run with other {', '.join(changed)}; resume it with the same config "
+            f"and data, or choose another --name (its checkpoints in {run_dir} are kept)"
+        )
+    summary_file = run_dir / "summary.json"
+    if summary_file.exists():
+        summary = json.loads(summary_file.read_text())
+        if summary.get("stopped") == "early" or summary["last_metrics"].get("epoch", -1) + 1 >= cfg.epochs:
+            return summary  # finished: a rerun of the same run has nothing to do
+    return None
+
+
 def train(cfg: TrainConfig) -> dict:
-    """Fit, and return a summary: run name and directory, best checkpoint and its metrics."""
+    """Fit, and return a summary: run name and directory, best checkpoint and its metrics.
+
+    Reusing a run name resumes that run from its latest checkpoint when config and data match, and is
+    refused otherwise. A loss that turns non-finite stops the run with :class:`TrainingDiverged`.
+    """
     name = cfg.name or unique_name(cfg.model.name)
     run_dir = Path(cfg.storage_path).resolve() / name
+    finished = claim_run(cfg, run_dir)
+    if finished is not None:
+        return finished
+    (run_dir / DIVERGED_FILE).unlink(missing_ok=True)
     result = build_trainer(cfg, name).fit()
+    if (run_dir / DIVERGED_FILE).exists():
+        where = json.loads((run_dir / DIVERGED_FILE).read_text())
+        raise TrainingDiverged(
+            f"loss diverged at epoch {where['epoch']} step {where['step']} (lr {cfg.lr:g}): lower the learning rate (--lr)"
+        )
     best_ckpt = result.get_best_checkpoint(cfg.metric, cfg.mode)
     best_metrics = next(m for c, m in result.best_checkpoints if c.path == best_ckpt.path)
     summary = {
@@ -309,6 +388,7 @@ def train(cfg: TrainConfig) -> dict:
         "best_metrics": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))},
         "last_metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
         "config": cfg.model_dump(),
+        "stopped": "early" if result.metrics and result.metrics.get("stale_epochs", 0) >= cfg.patience else "epochs",
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

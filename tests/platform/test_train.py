@@ -111,3 +111,21 @@ def test_resume_continues_from_the_saved_epoch_and_paper_table(ray_session, synt
     assert len(table) == 15
     assert {"paper_table.md", "paper_table.csv", "paper_table.png"} <= {p.name for p in (tmp_path / "table").iterdir()}
     assert pd.read_csv(tmp_path / "table" / "paper_table.csv")["lift_pct"].notna().sum() >= 12
+
+
+def test_a_taken_run_name_is_refused_for_another_run_and_a_finished_run_is_kept(ray_session, synthetic_data, tmp_path, ddp_run):
+    run_dir = Path(ddp_run["run_dir"])
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    same = config(synthetic_data, run_dir.parent, num_workers=2, name=run_dir.name)
+    assert train(same)["best_checkpoint"] == ddp_run["best_checkpoint"]  # finished: nothing retrained
+    with pytest.raises(TamorError, match=r"taken by a run with other lr.*choose another --name"):
+        train(same.model_copy(update={"lr": 0.5}))
+    with pytest.raises(TamorError, match="taken by a run with other model"):
+        train(same.model_copy(update={"model": TINY.model_copy(update={"name": "mmoe"})}))
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before  # nothing touched
+
+
+def test_a_diverging_loss_stops_with_the_epoch_and_step(ray_session, synthetic_data, tmp_path):
+    with pytest.raises(TamorError, match=r"loss diverged at epoch 0 step \d+ \(lr 1e\+06\)"):
+        train(config(synthetic_data, tmp_path, lr=1e6, max_failures=2, name="too-fast"))
+    assert not (tmp_path / "too-fast" / ".failed_at_0").exists()
