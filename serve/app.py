@@ -20,7 +20,7 @@ from ray.serve import Application
 from tamor.models.errors import TamorError
 from tamor.platform.data_dir import DataDir
 from tamor.platform.registry import Registry, RegistryError
-from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Ranker, Reranker
+from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Ranker, Reranker, load_checked
 from tamor.serve.policy import RerankPolicy
 
 APP_NAME = "tamor"
@@ -111,6 +111,11 @@ def write_serve_config(path: str | Path, args: AppArgs, **kw: Any) -> dict:
 
 
 def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, blocking: bool = False) -> None:
-    """Start Serve's HTTP proxy on ``host:port`` and run the app (a redeploy swaps the model in place)."""
+    """Start Serve's HTTP proxy on ``host:port`` and run the app (a redeploy swaps the model in place).
+
+    The model is loaded and checked here first, as the Ranker will (:func:`load_checked`): a bad push
+    fails in seconds with the reason and never reaches the running app. (Should one get past this, the
+    Ranker refuses it too and Serve keeps the previous replicas.)"""
+    load_checked(args.model_source(), DataDir(args.data_dir).encoder().fingerprint)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(args.model_dump()), name=APP_NAME, route_prefix="/", blocking=blocking)

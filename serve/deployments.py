@@ -27,7 +27,7 @@ from tamor.platform.registry import Registry
 from tamor.serve.features import lookup_columns, score_columns
 from tamor.serve.policy import RerankPolicy, rerank
 from tamor.serve.schemas import RecommendRequest, RecommendResponse
-from tamor.serve.store import open_store
+from tamor.serve.store import StoreUnavailable, open_store
 
 # Each deployment's resources and concurrency, named once (decorators, the app builder and the
 # `serve deploy` config read this table). Fractional CPUs: the graph starts on a 2-CPU machine.
@@ -55,10 +55,14 @@ class FeatureLookup:
     def __init__(self, data_dir: str, redis_url: str | None = None):
         data = DataDir(data_dir)
         self.spec, self.encoder = data.spec(), data.encoder()
-        self.store = open_store(data, redis_url)
+        self.store = open_store(data, redis_url, check=False)  # a replica started during an outage answers 503s
 
     def snapshot(self) -> dict:
-        return {"snapshot": self.store.snapshot_id(), "encoder": self.encoder.fingerprint}
+        """The served snapshot, or why there is none (``unavailable``): the readiness check's store half."""
+        try:
+            return {"snapshot": self.store.snapshot_id(), "encoder": self.encoder.fingerprint}
+        except StoreUnavailable as e:
+            return {"snapshot": None, "encoder": self.encoder.fingerprint, "unavailable": str(e)}
 
     def check_context(self, context: dict) -> str | None:
         """What is wrong with a request's context, naming the field, or None: every key must be a
@@ -78,6 +82,12 @@ class FeatureLookup:
         problem = self.check_context(context)
         if problem:
             return {"error": problem}
+        try:
+            return self._lookup(user_id, item_ids, scenarios, context)
+        except StoreUnavailable as e:  # answered 503 + Retry-After by the ingress; the store reconnects by itself
+            return {"unavailable": str(e)}
+
+    def _lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict) -> dict:
         if item_ids is None:
             unknown = sorted(set(scenarios) - set(self.spec.scenarios))
             if unknown:
@@ -93,6 +103,30 @@ class FeatureLookup:
             "tier": self.spec.tiers[user_tier],
             "scenarios": [self.spec.scenarios[int(s)] for s in cols["scenario"]],
         }
+
+
+def load_checked(config: dict, encoder_fingerprint: str, device: torch.device | str = "cpu") -> tuple[MultiTaskModel, str]:
+    """Load the model a Ranker ``user_config`` names and check it may serve beside a feature store
+    encoding with ``encoder_fingerprint``: the file is whole (registry sha256), it carries that encoder,
+    and a smoke prediction on cold-start rows is finite. Raises one of :data:`LOAD_ERRORS` otherwise."""
+    if config.get("checkpoint"):
+        file, version = config["checkpoint"], f"checkpoint:{config['checkpoint']}"
+    else:
+        registry = Registry(config["registry"])
+        resolved = registry.resolve(config.get("ref", "latest"))
+        file, version = registry.local_model_file(resolved.name), resolved.name
+    model = load_model(file, map_location=device)
+    if model.encoder is None:
+        raise ModelRefused(f"model {version} carries no encoder: re-export it from a checkpoint trained by this version of tamor")
+    if model.encoder.fingerprint != encoder_fingerprint:
+        raise ModelRefused(
+            f"model {version} was trained with encoder {model.encoder.fingerprint} ({model.encoder.dataset}), but the "
+            f"feature store encodes with {encoder_fingerprint}: serve it with the data directory it was trained on"
+        )
+    cold = {**model.encoder.encode({}, n=2), "tier": np.zeros(2, np.int64), "scenario": np.zeros(2, np.int64)}
+    if not np.isfinite(score_columns(model, cold, device)).all():  # a smoke prediction on cold-start rows
+        raise ModelRefused(f"model {version} predicts non-finite probabilities")
+    return model, version
 
 
 @serve.deployment(**DEPLOYMENTS["Ranker"])
@@ -114,7 +148,7 @@ class Ranker:
     def reconfigure(self, config: dict) -> None:
         """Load, check, then swap: a model that fails to load or check never replaces a serving one."""
         try:
-            model, version = self._load_checked(config)
+            model, version = load_checked(config, self.encoder_fingerprint, self.device)
         except LOAD_ERRORS as e:
             if self.model is None:
                 raise  # nothing to keep serving: the deployment fails, with the reason
@@ -124,25 +158,10 @@ class Ranker:
         torch.set_grad_enabled(False)
         self.model, self.version, self.last_error = model, version, None  # one assignment: in-flight batches keep the old model
 
-    def _load_checked(self, config: dict) -> tuple[MultiTaskModel, str]:
-        if config.get("checkpoint"):
-            file, version = config["checkpoint"], f"checkpoint:{config['checkpoint']}"
-        else:
-            registry = Registry(config["registry"])
-            resolved = registry.resolve(config.get("ref", "latest"))
-            file, version = registry.local_model_file(resolved.name), resolved.name
-        model = load_model(file, map_location=self.device)
-        if model.encoder is None:
-            raise ModelRefused(f"model {version} carries no encoder: re-export it from a checkpoint trained by this version of tamor")
-        if model.encoder.fingerprint != self.encoder_fingerprint:
-            raise ModelRefused(
-                f"model {version} was trained with encoder {model.encoder.fingerprint} ({model.encoder.dataset}), but the "
-                f"feature store encodes with {self.encoder_fingerprint}: serve it with the data directory it was trained on"
-            )
-        cold = {**model.encoder.encode({}, n=2), "tier": np.zeros(2, np.int64), "scenario": np.zeros(2, np.int64)}
-        if not np.isfinite(score_columns(model, cold, self.device)).all():  # a smoke prediction on cold-start rows
-            raise ModelRefused(f"model {version} predicts non-finite probabilities")
-        return model, version
+    def check_health(self) -> None:
+        """Serve's replica health check: a replica without a model is replaced."""
+        if self.model is None:
+            raise RuntimeError("no model loaded")
 
     def model_version(self) -> dict:
         return {"version": self.version, "model": self.model.config.name, "tasks": self.model.tasks,
@@ -174,6 +193,7 @@ class Reranker:
 
 api = FastAPI(title="tamor", description="Tier-aware multi-objective recommendation: lookup → rank → rerank.")
 MAX_BODY_BYTES = 64 * 1024
+RETRY = {"Retry-After": "1"}  # seconds; the store reconnects on its own
 
 
 @api.exception_handler(RequestValidationError)
@@ -212,7 +232,17 @@ class Ingress:
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
+        """Liveness: the HTTP path answers. Readiness (model and feature store) is ``/readyz``."""
         return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        """Ready when the Ranker holds a model and the feature store serves a snapshot; else 503 with why."""
+        model = await self.ranker.model_version.remote()
+        store = await self.lookup.snapshot.remote()
+        problems = [store["unavailable"]] if store.get("unavailable") else []
+        body = {"ready": not problems, "model_version": model["version"], "feature_snapshot": store["snapshot"], "problems": problems}
+        return JSONResponse(status_code=503 if problems else 200, content=body, headers=RETRY if problems else None)
 
     @api.get("/version")
     async def version(self) -> dict:
@@ -228,6 +258,8 @@ class Ingress:
         found = await self.lookup.lookup.remote(body.user_id, body.item_ids, body.scenarios, body.context)
         if "error" in found:
             raise HTTPException(422, found["error"])
+        if "unavailable" in found:
+            raise HTTPException(503, f"feature store unavailable, retry shortly: {found['unavailable']}", headers=RETRY)
         if len(found["item_ids"]) > self.max_candidates:
             raise HTTPException(422, f"the scenarios hold {len(found['item_ids'])} items, over {self.max_candidates}")
         scored = await self.ranker.rank.remote(found["columns"])

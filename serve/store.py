@@ -10,6 +10,8 @@ flagged, never an error.
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from typing import Protocol
 
 import numpy as np
@@ -83,58 +85,117 @@ class EmbeddedStore:
 
 
 class RedisStore:
-    """Rows in Redis hashes ``{prefix}:users`` and ``{prefix}:items`` (field = id, value = JSON row)."""
+    """Snapshots in Redis: ``{prefix}:snap:{id}:users`` / ``:items`` hashes (field = id, value = JSON row)
+    and one pointer, ``{prefix}:snapshot``, naming the snapshot served.
 
-    def __init__(self, url: str, spec: FeatureSpec, encoder: Encoder, prefix: str = "tamor"):
+    :meth:`load` writes a new snapshot beside the served one, checks its row counts, then switches the
+    pointer in one ``SET`` and drops the old snapshot: readers see the old rows or the new, never a mix
+    or a half-loaded hash. Each read resolves the pointer and fetches the rows in one Lua script, so a
+    switch between the two cannot happen. Timeouts are bounded and a dropped connection is retried
+    with backoff and re-opened on the next call: an outage raises :class:`StoreUnavailable` (serving
+    answers 503) and serving resumes by itself when Redis is back. No snapshot (an empty or restarted
+    Redis) is unavailable too.
+    """
+
+    # KEYS[1] = pointer; ARGV = prefix, kind, ids... → {snapshot id, [rows]} | false when no snapshot
+    _READ = """
+    local snap = redis.call('GET', KEYS[1])
+    if not snap then return false end
+    local key = ARGV[1] .. ':snap:' .. snap .. ':' .. ARGV[2]
+    if #ARGV == 2 then return {snap, redis.call('HGETALL', key)} end
+    return {snap, redis.call('HMGET', key, unpack(ARGV, 3))}
+    """
+
+    def __init__(self, url: str, spec: FeatureSpec, encoder: Encoder, prefix: str = "tamor", timeout_s: float = 0.5,
+                 check: bool = True):
         import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
 
-        self.spec, self.url, self.prefix = spec, url, prefix
+        self.spec, self.url, self.prefix, self._redis = spec, url, prefix, redis
         self.cold = {kind: cold_row(spec, encoder, kind) for kind in ONLINE_KINDS}
-        self.client = redis.Redis.from_url(url)
-        try:
-            self.client.ping()  # fail at start-up, not on the first request
-        except redis.RedisError as e:
-            raise StoreUnavailable(f"the Redis feature store at {url} does not answer ({e}); is redis-server running?") from None
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=10,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+        self.pointer = f"{prefix}:snapshot"
+        self._read = self.client.register_script(self._READ)
+        self._items: tuple[str, dict[int, list[str]]] | None = None  # (snapshot, item ids by scenario)
+        if check:
+            self._call(self.client.ping)  # fail at start-up, not on the first request
 
-    def _key(self, kind: str) -> str:
-        return f"{self.prefix}:{kind}"
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except self._redis.RedisError as e:
+            raise StoreUnavailable(f"the Redis feature store at {self.url} does not answer ({e}); is redis-server running?") from None
+
+    def _key(self, snapshot: str, kind: str) -> str:
+        return f"{self.prefix}:snap:{snapshot}:{kind}"
+
+    def _fetch(self, kind: str, ids: list[str]) -> tuple[str, list]:
+        found = self._call(self._read, keys=[self.pointer], args=[self.prefix, kind, *ids])
+        if not found:
+            raise StoreUnavailable(f"the Redis feature store at {self.url} holds no snapshot: run `tamor features load`")
+        return found[0].decode(), found[1]
 
     def load(self, data: DataDir, batch: int = 10_000) -> dict[str, int]:
-        """Bulk-load an ``online/`` snapshot (pipelined ``HSET`` in batches); returns rows per kind."""
+        """Write ``data``'s ``online/`` snapshot beside the served one, check it, switch the pointer, drop the old."""
+        snapshot = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         counts = {}
-        for kind in ONLINE_KINDS:
-            key, cols = self.spec.online_columns(kind)
-            frame = pd.read_parquet(data.online(kind))
-            self.client.delete(self._key(kind))
-            records = frame[cols].to_dict(orient="records")
-            for start in range(0, len(frame), batch):
-                chunk = {i: json.dumps(r) for i, r in zip(frame[key].iloc[start : start + batch], records[start : start + batch])}
-                self.client.hset(self._key(kind), mapping=chunk)
-            counts[kind] = len(frame)
-        self.client.set(f"{self.prefix}:snapshot", str(data.online().resolve()))
+        try:
+            for kind in ONLINE_KINDS:
+                key, cols = self.spec.online_columns(kind)
+                frame = pd.read_parquet(data.online(kind))
+                records = frame[cols].to_dict(orient="records")
+                for start in range(0, len(frame), batch):
+                    chunk = {i: json.dumps(r) for i, r in zip(frame[key].iloc[start : start + batch], records[start : start + batch])}
+                    self._call(self.client.hset, self._key(snapshot, kind), mapping=chunk)
+                written = self._call(self.client.hlen, self._key(snapshot, kind))
+                if written != frame[key].nunique():
+                    raise StoreUnavailable(f"snapshot {snapshot}: {written} {kind} written of {frame[key].nunique()}; the served one is kept")
+                counts[kind] = len(frame)
+        except BaseException:
+            self._drop(snapshot)
+            raise
+        old = self._call(self.client.getset, self.pointer, snapshot)  # the switch: one atomic SET
+        self._call(self.client.set, f"{self.prefix}:snap:{snapshot}:source", str(data.online().resolve()))
+        if old is not None:
+            self._drop(old.decode())
         return counts
 
+    def _drop(self, snapshot: str) -> None:
+        self._call(self.client.delete, *(self._key(snapshot, k) for k in (*ONLINE_KINDS, "source")))
+
     def get(self, kind: str, ids: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
-        values = self.client.hmget(self._key(kind), ids) if ids else []
+        values = self._fetch(kind, ids)[1] if ids else []
         cold = self.cold[kind]
         known = np.array([v is not None for v in values], dtype=bool)
         rows = [json.loads(v) if v is not None else cold for v in values]
         return pd.DataFrame(rows, columns=self.spec.online_columns(kind)[1]), known
 
     def item_ids(self, scenarios: list[int]) -> list[str]:
-        wanted = set(scenarios)
-        return [
-            k.decode() for k, v in self.client.hscan_iter(self._key("items")) if json.loads(v)["scenario"] in wanted
-        ]
+        snapshot = self._call(self.client.get, self.pointer)
+        if self._items is None or snapshot is None or self._items[0] != snapshot.decode():
+            snap, flat = self._fetch("items", [])  # the whole items hash, once per snapshot
+            by_scenario: dict[int, list[str]] = {}
+            for k, v in zip(flat[::2], flat[1::2]):
+                by_scenario.setdefault(json.loads(v)["scenario"], []).append(k.decode())
+            self._items = (snap, by_scenario)
+        return [i for s in scenarios for i in self._items[1].get(s, [])]
 
     def snapshot_id(self) -> str:
-        snap = self.client.get(f"{self.prefix}:snapshot")
-        return f"redis:{self.url}:{snap.decode() if snap else '?'}"
+        snapshot = self._call(self.client.get, self.pointer)
+        if snapshot is None:
+            raise StoreUnavailable(f"the Redis feature store at {self.url} holds no snapshot: run `tamor features load`")
+        return f"redis:{self.url}:{snapshot.decode()}"
 
 
-def open_store(data: DataDir, redis_url: str | None = None) -> FeatureStore:
-    """The Redis store at ``redis_url``, else the data directory's embedded ``online/`` snapshot."""
+def open_store(data: DataDir, redis_url: str | None = None, check: bool = True) -> FeatureStore:
+    """The Redis store at ``redis_url``, else the data directory's embedded ``online/`` snapshot
+    (``check=False``: do not require Redis to answer yet; a replica started during an outage serves 503s)."""
     spec, encoder = data.spec(), data.encoder()
     if redis_url:
-        return RedisStore(redis_url, spec, encoder)
+        return RedisStore(redis_url, spec, encoder, check=check)
     return EmbeddedStore(data, spec, encoder)

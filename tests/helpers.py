@@ -58,3 +58,49 @@ def planted_columns(spec: FeatureSpec, n: int, seed: int) -> dict[str, np.ndarra
         cols[f"label_{task}"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-2 * logit))).astype(np.float32)
         cols[f"mask_{task}"] = np.ones(n, dtype=np.float32)
     return cols
+
+
+class Traffic:
+    """Requests posted back to back from ``threads`` threads while a fault is injected (a context manager).
+
+    Every answer is kept as ``(time, phase, status, json body or None, Retry-After header)``; ``phase``
+    names the moment of the fault, set by the test as it goes, so counts can be asserted per phase.
+    """
+
+    def __init__(self, url: str, body: dict, threads: int = 2):
+        import threading
+
+        self.url, self.body, self.phase, self.answers = url, body, "before", []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        import time
+
+        import httpx
+
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                phase = self.phase
+                try:
+                    r = client.post(f"{self.url}/recommend", json=self.body)
+                    body = r.json() if r.headers.get("content-type", "").startswith("application/json") else None
+                    self.answers.append((time.time(), phase, r.status_code, body, r.headers.get("retry-after")))
+                except Exception as e:  # a dropped connection counts as a failed request
+                    self.answers.append((time.time(), phase, type(e).__name__, None, None))
+
+    def __enter__(self) -> Traffic:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+    def statuses(self, phase: str | None = None) -> dict:
+        """``{status: count}`` over the answers of one phase (all when None)."""
+        from collections import Counter
+
+        return dict(Counter(a[2] for a in self.answers if phase is None or a[1] == phase))
