@@ -33,7 +33,7 @@ from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec, NumericField, TaskSpec
 from tamor.platform.data_dir import ONLINE_KINDS, SPLITS, DataDir
 from tamor.platform.schema import LogSchema
-from tamor.platform.sources import check_columns, unzip
+from tamor.platform.sources import check_columns, read_failure, unzip
 from tamor.platform.validate import KEY, REASON, check_batch, parse_label
 
 OTHER_SCENARIO = "<other>"
@@ -254,10 +254,16 @@ def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> Pr
     sources = [unzip(s, data.source_copy) for s in ([source] if isinstance(source, str) else source)]
     columns = check_columns(sources, schema)  # on the driver: a missing column is one line naming the file
     checks = {"schema": schema, "now": time.time()}  # one clock for every block's future-timestamp check
-    read_source(sources, schema, columns).map_batches(check_batch, fn_kwargs=checks, batch_format="pandas").write_parquet(
-        str(data.staging)
-    )
-    rows_in = ray.data.read_parquet(str(data.staging)).count()
+    try:
+        read_source(sources, schema, columns).map_batches(check_batch, fn_kwargs=checks, batch_format="pandas").write_parquet(
+            str(data.staging)
+        )
+    except Exception as e:  # a file that does not parse: one line naming it, not Ray's traceback
+        if isinstance(e, TamorError):
+            raise
+        raise read_failure(e, sources, schema.source.format) from e
+    written = data.staging.exists() and any(data.staging.iterdir())  # no rows: Ray Data writes no file
+    rows_in = ray.data.read_parquet(str(data.staging)).count() if written else 0
     if rows_in == 0:
         raise PreprocessError(f"no rows read from {source}")
 

@@ -100,5 +100,6 @@ def quiet_console() -> None:
     for name in ["ray", *[n for n in logging.root.manager.loggerDict if n.startswith("ray.")]]:
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
-                handler.setLevel(logging.WARNING)
+                # Ray Data logs a failed task's traceback at ERROR before raising it; the CLI says it in one line
+                handler.setLevel(logging.CRITICAL if name.startswith("ray.data") else logging.WARNING)
                 handler.addFilter(_drop_notices)

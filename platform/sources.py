@@ -9,6 +9,7 @@ are read as they are.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -98,3 +99,44 @@ def check_columns(source: str | list[str], schema: LogSchema) -> list[str]:
                 f"the file has {len(columns)} columns: {', '.join(columns[:12])}{', …' if len(columns) > 12 else ''}"
             )
     return columns
+
+
+def read_failure(error: BaseException, sources: list[str], fmt: str) -> SchemaError:
+    """A failed Ray Data read as one line: which file, the innermost reason, what to check."""
+    messages, seen, current = [], set(), error
+    while current is not None and id(current) not in seen:  # the chain across Ray's task boundary
+        seen.add(id(current))
+        text = str(current).strip().splitlines()
+        if text:
+            messages.append(text[-1] if text[0].startswith("ray::") else text[0])
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    named = [m for m in messages if any(src in m for src in sources)]
+    where = next((src for src in sources if any(src in m for m in messages)), None)
+    reason = (named or messages or [type(error).__name__])[-1].split(". ")[0]
+    reason = (_probe(where, fmt) if where else None) or reason  # Ray's message loses pyarrow's reason: find it again
+    return SchemaError(
+        f"{where or ', '.join(sources)}: cannot be read as {fmt} ({reason[:300]}); check the schema's source.format, that the file is whole "
+        "and UTF-8 text for CSV/JSON"
+    )
+
+
+def _probe(path: str, fmt: str) -> str | None:
+    """Why ``path`` does not read as ``fmt``, found on the driver (an error path: reading it again is fine)."""
+    fs, inner = _filesystem(path)
+    try:
+        if fmt == "parquet":
+            with fs.open_input_file(inner) as f:
+                pq.ParquetFile(f)
+            return None
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        with fs.open_input_stream(inner) as f:
+            offset = 0
+            while chunk := f.read(1 << 20):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as e:
+                    return f"not UTF-8 text: byte {chunk[e.start]:#04x} at offset {offset + e.start}"
+                offset += len(chunk)
+    except Exception as e:  # noqa: BLE001 - the reason is what we are after
+        return str(e).splitlines()[0]
+    return None

@@ -9,6 +9,7 @@ import pytest
 
 from helpers import CENSUS_SAMPLE
 from tamor.models.encoder import Encoder
+from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec
 from tamor.platform.data_dir import DataDir
 from tamor.platform.preprocess import PreprocessError, preprocess
@@ -149,3 +150,39 @@ def test_census_income_preprocesses_end_to_end(census_data):
     assert spec.task_names == ["income", "never_married"]
     # no user id column: each row is its own user, never merged with another row of equal features
     assert train["user_id"].nunique() == train["user_id"].size
+
+
+def _census_parquet(tmp_path, rows: int):
+    schema = load_schema("census_income")
+    frame = pd.read_csv(CENSUS_SAMPLE, header=None, names=schema.source.csv.column_names, nrows=rows, dtype=str)
+    path = tmp_path / "census.parquet"
+    frame.to_parquet(path)
+    return path, schema.model_copy(update={"source": Source(format="parquet")})
+
+
+def _truncated(tmp_path):
+    path, schema = _census_parquet(tmp_path, 200)
+    path.write_bytes(path.read_bytes()[:2000])
+    return path, schema, "magic bytes|Parquet"
+
+
+def _empty(tmp_path):
+    path, schema = _census_parquet(tmp_path, 0)
+    return path, schema, "no rows read"
+
+
+def _latin1(tmp_path):
+    path = tmp_path / "census.csv"
+    text = gzip.open(CENSUS_SAMPLE, "rb").read()[:50_000]
+    path.write_bytes(text.replace(b"Not in universe", "Não in universe".encode("latin-1"), 3))
+    return path, load_schema("census_income"), r"not UTF-8 text: byte 0xe3"
+
+
+@pytest.mark.parametrize("make", [_truncated, _empty, _latin1], ids=["truncated-parquet", "empty-parquet", "latin1-csv"])
+def test_an_unreadable_source_is_one_line_naming_the_file_and_leaves_nothing(ray_session, tmp_path, make):
+    path, schema, why = make(tmp_path)
+    with pytest.raises(TamorError, match=why) as info:
+        preprocess(str(path), schema, tmp_path / "out")
+    assert str(path) in str(info.value) or "no rows" in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
