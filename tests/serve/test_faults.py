@@ -114,6 +114,25 @@ def test_bad_model_pushes_fail_no_request_and_keep_the_serving_model(app, census
     assert httpx.get(f"{app['url']}/version", timeout=10).json()["last_model_error"] is None
 
 
+def test_a_restarted_ranker_replica_loads_its_pinned_version_not_latest(app):
+    import ray
+
+    newer = app["registry"].export(app["root"] / "good.pt", {"m": 0.95}, metric="m")
+    assert app["registry"].resolve("latest").name == newer.name
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "Ranker" in a["name"]]
+    assert replicas
+    for actor in replicas:
+        ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+    names = {a["name"] for a in replicas}
+
+    def replaced() -> bool:
+        now = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "Ranker" in a["name"]}
+        return bool(now) and not now & names and httpx.get(f"{app['url']}/readyz", timeout=5).status_code == 200
+
+    wait_until(replaced, 90)  # Serve started a new replica
+    assert httpx.get(f"{app['url']}/version", timeout=10).json()["model_version"] == "v0001"
+
+
 def test_a_redis_outage_is_answered_503_and_serving_resumes_by_itself(app, redis_server):
     url = app["url"]
     with Traffic(url, app["body"]) as traffic:
