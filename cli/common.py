@@ -3,8 +3,12 @@ and the one error handler (any :class:`TamorError` → one red line, exit code 2
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, TypeVar, get_args
@@ -13,6 +17,7 @@ import typer
 import yaml
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -34,6 +39,73 @@ class State:
 
     verbose: bool = False
     log: Path | None = None
+
+
+class Steps:
+    """One line per step: a spinner with the elapsed time while it runs (and, with ``watch``, what it
+    is doing: a callable polled every second, e.g. the last epoch), then ``✓ name: key figure (seconds)``.
+    Timings go to ``out/timings.json`` when ``out`` is given. A failing step prints ✗ and where the
+    full log is, and re-raises."""
+
+    def __init__(self, console: Console, out: Path | None = None, log: Path | None = None):
+        self.console, self.out, self.log, self.timings = console, out, log, {}
+
+    @contextmanager
+    def __call__(self, name: str, watch: Callable[[], str | None] | None = None) -> Iterator[dict]:
+        result: dict = {}  # the step sets result["figure"], the one number a person wants from it
+        start = time.perf_counter()
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        try:
+            with Progress(*columns, console=self.console, transient=True) as progress:
+                task = progress.add_task(f"{name} …")
+                stop = threading.Event()
+                watcher = threading.Thread(target=self._watch, args=(progress, task, name, watch, stop), daemon=True)
+                if watch is not None:
+                    watcher.start()
+                try:
+                    yield result
+                finally:
+                    stop.set()
+        except BaseException:
+            self.console.print(f"[red]✗[/] {name} failed after {time.perf_counter() - start:.0f} s"
+                               + (f"; full log: {self.log}" if self.log else ""))
+            raise
+        self.timings[name] = round(time.perf_counter() - start, 1)
+        if self.out is not None:
+            (self.out / "timings.json").write_text(json.dumps(self.timings, indent=2))
+        figure = f": {result['figure']}" if result.get("figure") else ""
+        self.console.print(f"[green]✓[/] {name}{figure} ({self.timings[name]:.0f} s)", highlight=False, soft_wrap=True)
+
+    @staticmethod
+    def _watch(progress: Progress, task, name: str, watch: Callable[[], str | None], stop: threading.Event) -> None:
+        while not stop.wait(1.0):
+            try:
+                text = watch()
+            except Exception:  # noqa: BLE001 - a progress line must never break the step
+                text = None
+            if text:
+                progress.update(task, description=f"{name} … {text}")
+
+
+def epoch_watch(run_dir: Path, epochs: int, metric: str = "val_auc_mean") -> Callable[[], str | None]:
+    """A :class:`Steps` watcher for a training run: its last finished epoch and validation metric."""
+
+    def last_epoch() -> str | None:
+        log = Path(run_dir) / "epochs.jsonl"
+        if not log.exists():
+            return None
+        lines = log.read_text().strip().splitlines()
+        if not lines:
+            return None
+        last = json.loads(lines[-1])
+        return f"epoch {last['epoch'] + 1}/{epochs}, {metric} {last.get(metric, float('nan')):.4f}"
+
+    return last_epoch
+
+
+def steps() -> Steps:
+    """The standalone commands' step printer (logs: where ``start_ray`` sent them)."""
+    return Steps(console, log=State.log)
 
 
 class TamorGroup(TyperGroup):

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
+
+from tamor.cli.common import Steps, epoch_watch
 
 
 @dataclass
@@ -33,30 +33,6 @@ class DemoConfig:
     seed: int = 0
     model_overrides: dict = field(default_factory=dict)
     verbose: bool = False  # Ray's and the workers' logs on the console too (they always go to <out>/logs)
-
-
-class Steps:
-    """One line per step: a spinner while it runs, then ``✓ name: key figure (seconds)``; the timings
-    go to ``timings.json``. A failing step prints ✗ and where the full log is, and re-raises."""
-
-    def __init__(self, console: Console, out: Path, log: Path | None = None):
-        self.console, self.out, self.log, self.timings = console, out, log, {}
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[dict]:
-        result: dict = {}  # the step sets result["figure"], the one number a person wants from it
-        start = time.perf_counter()
-        try:
-            with self.console.status(f"{name} …"):
-                yield result
-        except BaseException:
-            self.console.print(f"[red]✗[/] {name} failed after {time.perf_counter() - start:.0f} s"
-                               + (f"; full log: {self.log}" if self.log else ""))
-            raise
-        self.timings[name] = round(time.perf_counter() - start, 1)
-        (self.out / "timings.json").write_text(json.dumps(self.timings, indent=2))
-        figure = f": {result['figure']}" if result.get("figure") else ""
-        self.console.print(f"[green]✓[/] {name}{figure} ({self.timings[name]:.0f} s)", highlight=False, soft_wrap=True)
 
 
 def sample_requests(url: str, data_dir: Path, n: int, candidates: int = 100, seed: int = 0) -> dict:
@@ -125,10 +101,10 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
     model = ModelConfig(**cfg.model_overrides)
     runs = {}
     for name in ("tamor", "mmoe"):
-        with step(f"train {name} (Ray Train, 2 DDP workers)") as s:
-            tc = TrainConfig(data_dir=str(data), model=model.model_copy(update={"name": name}), epochs=cfg.epochs, lr=cfg.lr,
-                             batch_size=1024, num_workers=2, storage_path=str(out / "train"), name=f"{name}-demo",
-                             seed=cfg.seed, wandb_group=out.name)
+        tc = TrainConfig(data_dir=str(data), model=model.model_copy(update={"name": name}), epochs=cfg.epochs, lr=cfg.lr,
+                         batch_size=1024, num_workers=2, storage_path=str(out / "train"), name=f"{name}-demo",
+                         seed=cfg.seed, wandb_group=out.name)
+        with step(f"train {name} (Ray Train, 2 DDP workers)", watch=epoch_watch(out / "train" / tc.name, tc.epochs)) as s:
             runs[name] = train(tc)
             s["figure"] = f"best validation AUC (mean over tasks) {runs[name]['best_metrics']['val_auc_mean']:.4f}"
 

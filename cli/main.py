@@ -28,10 +28,12 @@ from tamor.cli.common import (
     WandbOpt,
     console,
     data_opt,
+    epoch_watch,
     load_config,
     print_frame,
     require_data,
     start_ray,
+    steps,
     typer_app,
     value,
 )
@@ -66,11 +68,12 @@ def generate(
 
     start_ray(address, "generate")
     cfg = WorldConfig(rows=rows, n_users=users, n_items=items, days=days, seed=seed, rows_per_block=rows_per_block)
-    try:
-        n = run(cfg, out)
-    except FileExistsError as e:
-        raise CliError(str(e)) from None
-    console.print(f"wrote {n:,} impressions of {cfg.users:,} users and {items} items to {out / 'logs'}")
+    with steps()("generate the synthetic world (Ray Data)") as s:
+        try:
+            n = run(cfg, out)
+        except FileExistsError as e:
+            raise CliError(str(e)) from None
+        s["figure"] = f"{n:,} impressions of {cfg.users:,} users and {items} items → {out / 'logs'}"
 
 
 @app.command()
@@ -89,15 +92,17 @@ def preprocess(
     if max_reject_fraction is not None:
         log_schema.preprocess.max_reject_fraction = max_reject_fraction
     start_ray(address, "preprocess")
-    report = run(source, log_schema, out)
-    table = Table(title=f"preprocess {log_schema.name} → {out}")
-    table.add_column("rows")
-    table.add_column("count", justify="right")
-    for label, n in [("in", report.rows_in), *report.rows_out.items(), ("quarantined", report.rows_quarantined)]:
-        table.add_row(label, f"{n:,}")
-    for reason, n in sorted(report.reasons.items()):
-        table.add_row(f"  {reason}", f"{n:,}")
-    console.print(table)
+    with steps()(f"preprocess {log_schema.name} (Ray Data)") as s:
+        report = run(source, log_schema, out)
+        s["figure"] = (f"{report.rows_in:,} rows → train {report.rows_out['train']:,} / valid {report.rows_out['valid']:,} / "
+                       f"test {report.rows_out['test']:,}, {report.rows_quarantined:,} quarantined")
+    if report.reasons:  # the figure has the counts; the reasons are worth a table
+        table = Table(title=f"quarantined rows by reason (in {out / 'quarantine'})")
+        table.add_column("reason")
+        table.add_column("rows", justify="right")
+        for reason, n in sorted(report.reasons.items()):
+            table.add_row(reason, f"{n:,}")
+        console.print(table)
 
 
 @app.command()
@@ -123,7 +128,7 @@ def train(
     address: Optional[str] = AddressOpt,
 ) -> None:
     """Train a model with Ray Train (TorchTrainer, DDP) fed by Ray Data; checkpoints every epoch."""
-    from tamor.platform.train import TrainConfig
+    from tamor.platform.train import TrainConfig, unique_name
     from tamor.platform.train import train as run
 
     overrides = {"data_dir": data, "model.name": value(model), "epochs": epochs, "batch_size": batch_size, "lr": lr,
@@ -134,14 +139,21 @@ def train(
     if resume and not (Path(cfg.storage_path) / resume).exists():
         raise CliError(f"no run named {resume!r} under {cfg.storage_path} to resume")
     start_ray(address, "train")
-    summary = run(cfg)
+    cfg = cfg.model_copy(update={"name": cfg.name or unique_name(cfg.model.name)})
+    step = steps()
+    watch = epoch_watch(Path(cfg.storage_path) / cfg.name, cfg.epochs, cfg.metric)
+    with step(f"train {cfg.model.name} (Ray Train, {cfg.num_workers} worker{'s' if cfg.num_workers > 1 else ''})", watch=watch) as s:
+        summary = run(cfg)
+        s["figure"] = f"best {cfg.metric} {summary['best_metrics'][cfg.metric]:.4f} at epoch {summary['best_metrics'].get('epoch', 0) + 1}"
     console.print(f"run [bold]{summary['name']}[/] → {summary['run_dir']}")
-    console.print(f"best checkpoint: {summary['best_checkpoint']} ({cfg.metric} = {summary['best_metrics'][cfg.metric]:.4f})")
+    console.print(f"best checkpoint: {summary['best_checkpoint']}")
     if evaluate:
         from tamor.platform.evaluate import evaluate_checkpoint
 
-        metrics = evaluate_checkpoint(summary["best_checkpoint"], cfg.data_dir)
-        metrics.to_csv(Path(summary["run_dir"]) / "test_metrics.csv", index=False)
+        with step("evaluate the best checkpoint on the test split") as s:
+            metrics = evaluate_checkpoint(summary["best_checkpoint"], cfg.data_dir)
+            metrics.to_csv(Path(summary["run_dir"]) / "test_metrics.csv", index=False)
+            s["figure"] = f"mean test AUC {metrics[metrics['slice'] == 'overall']['auc'].mean():.4f}"
         print_frame("test AUC per task and tier", metrics[metrics["slice"] != "scenario"][["task", "slice", "group", "n", "auc", "logloss"]])
 
 
@@ -202,7 +214,9 @@ def tune(
     cfg = load_config(SweepConfig, config, overrides, set_, "sweep config")
     require_data(cfg.train.data_dir)
     start_ray(address, "tune")
-    summary = sweep(cfg, resume=resume)
+    with steps()(f"sweep {cfg.num_samples} trials of λ, τ and the learning rate (Ray Tune + Optuna + ASHA)") as s:
+        summary = sweep(cfg, resume=resume)
+        s["figure"] = f"best objective {summary['best_objective']:.4f}"
     print_frame(f"sweep {summary['name']}: trials", pd.read_csv(Path(summary["path"]) / "trials.csv").drop(columns=["checkpoint_path"]))
     console.print(f"best trial {summary['best_trial']}: objective {summary['best_objective']:.4f} with {summary['best_params']}")
     console.print(f"{summary['stopped_early']} of {summary['trials']} trials stopped early by ASHA; plots and CSV in {summary['path']}")

@@ -35,3 +35,28 @@ def test_bad_input_is_a_clear_error(args, message, tmp_path):
     result = runner.invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
+
+
+def test_a_step_prints_one_line_with_its_figure_or_where_the_log_is(tmp_path):
+    import io
+    import json
+
+    from rich.console import Console
+
+    from tamor.cli.common import Steps, epoch_watch
+
+    out = io.StringIO()
+    step = Steps(Console(file=out, width=200), out=tmp_path, log=tmp_path / "driver.log")
+    with step("train tamor") as s:
+        s["figure"] = "best val_auc_mean 0.8123"
+    with pytest.raises(ValueError), step("evaluate"):
+        raise ValueError("boom")
+    lines = out.getvalue().strip().splitlines()
+    assert lines[0].startswith("✓ train tamor: best val_auc_mean 0.8123 (")
+    assert lines[1].startswith("✗ evaluate failed after") and str(tmp_path / "driver.log") in lines[1]
+    assert list(json.loads((tmp_path / "timings.json").read_text())) == ["train tamor"]
+    # the watcher a training step shows while it runs: the last finished epoch
+    watch = epoch_watch(tmp_path, epochs=30)
+    assert watch() is None
+    (tmp_path / "epochs.jsonl").write_text('{"epoch": 0, "val_auc_mean": 0.7}\n{"epoch": 1, "val_auc_mean": 0.75}\n')
+    assert watch() == "epoch 2/30, val_auc_mean 0.7500"
