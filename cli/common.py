@@ -56,7 +56,8 @@ class Steps:
         start = time.perf_counter()
         columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
         try:
-            with Progress(*columns, console=self.console, transient=True) as progress:
+            # no live display when the console is a file or a pipe (CI, `| tee`): just the final line
+            with Progress(*columns, console=self.console, transient=True, disable=not self.console.is_terminal) as progress:
                 task = progress.add_task(f"{name} …")
                 stop = threading.Event()
                 watcher = threading.Thread(target=self._watch, args=(progress, task, name, watch, stop), daemon=True)
