@@ -46,6 +46,41 @@ class TrivialIngress:
         return await self.b.remote({"n": len(x.get("item_ids", []))})
 
 
+def run_bare_app(data_dir: str, model_file: str, port: int) -> None:
+    """The floor: the same lookup, model and rerank functions behind one FastAPI app in one uvicorn
+    process, no Serve (run in a subprocess, one torch thread like the Ranker's replica)."""
+    import torch
+    import uvicorn
+    from fastapi import Body, HTTPException
+
+    from tamor.models.factory import load_model
+    from tamor.platform.data_dir import DataDir
+    from tamor.serve.features import lookup_columns, score_columns
+    from tamor.serve.policy import RerankPolicy, rerank
+    from tamor.serve.schemas import RecommendRequest
+    from tamor.serve.store import EmbeddedStore
+
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    data = DataDir(data_dir)
+    spec, encoder = data.spec(), data.encoder()
+    store, model, policy = EmbeddedStore(data, spec, encoder), load_model(model_file), RerankPolicy()
+    bare = FastAPI()
+
+    @bare.post("/recommend")
+    def recommend(raw: dict = Body(...)) -> dict:
+        body = RecommendRequest.model_validate(raw)  # the same request schema as the graph's
+        if body.item_ids is None:
+            raise HTTPException(422, "item_ids")
+        cols, _, _ = lookup_columns(store, encoder, spec, [body.user_id], body.item_ids, body.context)
+        probs = score_columns(model, cols)
+        tier = spec.tiers[int(cols["tier"][0])]
+        scenarios = [spec.scenarios[int(x)] for x in cols["scenario"]]
+        return {"items": rerank(policy, tier, model.tasks, body.item_ids, scenarios, probs, body.top_n)}
+
+    uvicorn.run(bare, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,6 +119,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--candidates", type=int, default=100)
+    p.add_argument("--batch-wait-s", type=float, default=None, help="the Ranker's @serve.batch wait (default: AppArgs')")
+    p.add_argument("--max-batch", type=int, default=None, help="the Ranker's @serve.batch size (default: AppArgs')")
     args = p.parse_args()
 
     from tamor.models.config import ModelConfig
@@ -112,7 +149,9 @@ def main() -> None:
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(AppArgs(data_dir=str(data), registry=str(root / "registry")).model_dump()), name="tamor", route_prefix="/")
+    batching = {k: v for k, v in (("batch_wait_timeout_s", args.batch_wait_s), ("max_batch_size", args.max_batch)) if v is not None}
+    app_args = AppArgs(data_dir=str(data), registry=str(root / "registry"), **batching)
+    serve.run(build_app(app_args.model_dump()), name="tamor", route_prefix="/")
     serve.run(TrivialIngress.bind(Echo.bind(), Echo.bind()), name="trivial", route_prefix="/trivial")
 
     # The Ranker alone (before any HTTP load): dynamic batching through a handle with up to
@@ -137,9 +176,9 @@ def main() -> None:
 
         async def call():
             async with gate:
-                await ranker.rank.remote(cols)
+                await ranker.rank.remote({"columns": cols})
 
-        await ranker.rank.remote(cols)
+        await ranker.rank.remote({"columns": cols})
         start = time.perf_counter()
         await asyncio.gather(*[call() for _ in range(n_calls)])
         return n_calls * args.candidates / (time.perf_counter() - start)
@@ -149,6 +188,23 @@ def main() -> None:
         rate = asyncio.run(via_handle(in_flight))
         print(f"  through a handle, {in_flight:>3} calls in flight: {rate:>9,.0f} candidates/s ({rate / direct:.2f}x)")
 
+    # What the hops cost (the profile's transport half): HTTP + proxy + Ingress alone (GET /healthz), and
+    # with two sequential handle round trips added (GET /version asks the Ranker and the FeatureLookup).
+    import httpx
+
+    def p50_of(path: str, n: int = 100) -> float:
+        with httpx.Client() as client:
+            times = []
+            for _ in range(n):
+                start = time.perf_counter()
+                client.get(f"http://127.0.0.1:{port}{path}")
+                times.append(1000 * (time.perf_counter() - start))
+        return float(np.percentile(times, 50))
+
+    health, version = p50_of("/healthz"), p50_of("/version")
+    print(f"\nhops, p50: HTTP + proxy + Ingress {health:.1f} ms; + two handle round trips {version:.1f} ms "
+          f"({(version - health) / 2:.1f} ms each)")
+
     rng = np.random.default_rng(0)
     users = pd.read_parquet(data / "online" / "users")["user_id"].to_numpy()
     items = pd.read_parquet(data / "online" / "items")["item_id"].to_numpy()
@@ -156,15 +212,32 @@ def main() -> None:
         {"user_id": str(rng.choice(users)), "item_ids": rng.choice(items, min(args.candidates, len(items)), replace=False).tolist(), "top_n": 10}
         for _ in range(args.requests)
     ]
-    print(f"\n{args.requests} requests per level, {args.candidates} candidates each, loopback HTTP")
-    print(f"{'concurrency':>11} | {'tamor p50':>10} {'p99':>8} {'req/s':>7} | {'trivial p50':>11} {'p99':>8} {'req/s':>7} | {'p50 ratio':>9}")
+    import multiprocessing
+
+    bare_port = free_port()
+    bare = multiprocessing.get_context("spawn").Process(target=run_bare_app, args=(str(data), str(root / "model.pt"), bare_port), daemon=True)
+    bare.start()
+    for _ in range(300):
+        try:
+            httpx.post(f"http://127.0.0.1:{bare_port}/recommend", json=bodies[0], timeout=5)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+    print(f"\n{args.requests} requests per level, {args.candidates} candidates each, loopback HTTP; Ranker batching "
+          f"{app_args.max_batch_size} / {1000 * app_args.batch_wait_timeout_s:g} ms")
+    print(f"{'concurrency':>11} | {'tamor p50':>10} {'p99':>8} {'req/s':>7} | {'trivial p50':>11} {'p99':>8} {'req/s':>7} | "
+          f"{'p50 ratio':>9} | {'one process p50':>15} {'p99':>8} {'req/s':>7}")
     for c in args.concurrency:
         ours = asyncio.run(load(f"http://127.0.0.1:{port}/recommend", bodies, c))
         base = asyncio.run(load(f"http://127.0.0.1:{port}/trivial/recommend", bodies, c))
+        floor = asyncio.run(load(f"http://127.0.0.1:{bare_port}/recommend", bodies, c))
+        errors = (ours["errors"], base["errors"], floor["errors"])
         print(f"{c:>11} | {ours['p50']:>8.1f}ms {ours['p99']:>6.1f}ms {ours['rps']:>7.1f} | {base['p50']:>9.1f}ms "
-              f"{base['p99']:>6.1f}ms {base['rps']:>7.1f} | {ours['p50'] / base['p50']:>8.2f}x"
-              + (f"  errors: {ours['errors']}/{base['errors']}" if ours["errors"] or base["errors"] else ""))
+              f"{base['p99']:>6.1f}ms {base['rps']:>7.1f} | {ours['p50'] / base['p50']:>8.2f}x | {floor['p50']:>13.1f}ms "
+              f"{floor['p99']:>6.1f}ms {floor['rps']:>7.1f}" + (f"  errors: {errors}" if any(errors) else ""))
 
+    bare.terminate()
     serve.shutdown()
 
 

@@ -2,6 +2,8 @@
 
     Ingress (FastAPI) ─► FeatureLookup ─► Ranker (@serve.batch) ─► Reranker
 
+The Ingress passes each stage's ``DeploymentResponse`` straight into the next call, so answers go
+replica to replica (lookup → Ranker, lookup + Ranker → Reranker) and only the final one comes back.
 Every deployment declares fractional CPUs so the whole graph starts on a 2-CPU machine.
 """
 
@@ -31,11 +33,13 @@ from tamor.serve.store import StoreUnavailable, open_store
 
 # Each deployment's resources and concurrency, named once (decorators, the app builder and the
 # `serve deploy` config read this table). Fractional CPUs: the graph starts on a 2-CPU machine.
+# No per-request access log: one INFO line per request per replica costs every hop (errors still log).
+_QUIET = {"logging_config": {"enable_access_log": False}}
 DEPLOYMENTS: dict[str, dict[str, Any]] = {
-    "Ingress": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 128},
-    "FeatureLookup": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64},
-    "Ranker": {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 128},
-    "Reranker": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64},
+    "Ingress": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 128, **_QUIET},
+    "FeatureLookup": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64, **_QUIET},
+    "Ranker": {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 128, **_QUIET},
+    "Reranker": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64, **_QUIET},
 }
 
 
@@ -78,14 +82,20 @@ class FeatureLookup:
                     return f"context.{key}: {value!r} is not a finite number within ±{self.encoder.max_abs_numeric:g}"
         return None
 
-    def lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict) -> dict:
+    def lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict,
+               max_candidates: int | None = None) -> dict:
+        """The model's columns for ``user_id`` × the candidates, or ``{"error": why}`` (a 422) or
+        ``{"unavailable": why}`` (a 503): the Ranker and Reranker pass those through."""
         problem = self.check_context(context)
         if problem:
             return {"error": problem}
         try:
-            return self._lookup(user_id, item_ids, scenarios, context)
+            found = self._lookup(user_id, item_ids, scenarios, context)
         except StoreUnavailable as e:  # answered 503 + Retry-After by the ingress; the store reconnects by itself
             return {"unavailable": str(e)}
+        if max_candidates is not None and len(found.get("item_ids", [])) > max_candidates:
+            return {"error": f"the scenarios hold {len(found['item_ids'])} items, over {max_candidates}"}
+        return found
 
     def _lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict) -> dict:
         if item_ids is None:
@@ -168,12 +178,18 @@ class Ranker:
                 "encoder": self.model.encoder.fingerprint, "last_error": self.last_error}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.003)
-    async def rank(self, requests: list[dict[str, np.ndarray]]) -> list[dict]:
+    async def rank(self, found: list[dict]) -> list[dict]:
+        """FeatureLookup answers (``columns``: ``[n]`` each) → ``{"probs": [n, T], ...}`` per request, scored
+        as one batch; an answer without columns (an error) passes through unscored."""
         model, version = self.model, self.version
-        sizes = [len(r["tier"]) for r in requests]
-        cols = {k: np.concatenate([r[k] for r in requests]) for k in requests[0]}
-        probs = score_columns(model, cols, self.device)
-        return [{"probs": p, "version": version, "tasks": model.tasks} for p in np.split(probs, np.cumsum(sizes)[:-1])]
+        requests = [f["columns"] for f in found if "columns" in f]
+        out: list[dict] = [{} for _ in found]
+        if requests:
+            sizes = [len(r["tier"]) for r in requests]
+            cols = {k: np.concatenate([r[k] for r in requests]) for k in requests[0]}
+            parts = iter(np.split(score_columns(model, cols, self.device), np.cumsum(sizes)[:-1]))
+            out = [{"probs": next(parts), "version": version, "tasks": model.tasks} if "columns" in f else {} for f in found]
+        return out
 
 
 @serve.deployment(**DEPLOYMENTS["Reranker"])
@@ -187,8 +203,20 @@ class Reranker:
         if config.get("policy"):
             self.policy = RerankPolicy.model_validate(config["policy"])
 
-    def rerank(self, tier: str, tasks: list[str], item_ids: list[str], scenarios: list[str], probs: np.ndarray, top_n: int) -> list[dict]:
-        return rerank(self.policy, tier, tasks, item_ids, scenarios, probs, top_n)
+    def rerank(self, found: dict, scored: dict, top_n: int) -> dict:
+        """The lookup's and the Ranker's answers → the ranked items and what the response reports
+        (or the lookup's error, passed through)."""
+        if "columns" not in found:
+            return found
+        ranked = rerank(self.policy, found["tier"], scored["tasks"], found["item_ids"], found["scenarios"], scored["probs"], top_n)
+        known = dict(zip(found["item_ids"], found["items_known"]))
+        return {
+            "tier": found["tier"],
+            "cold_start_user": not found["user_known"],
+            "model_version": scored["version"],
+            "items": [{**r, "cold_start": not known[r["item_id"]]} for r in ranked],
+            "unknown_items": [i for i, k in known.items() if not k],
+        }
 
 
 api = FastAPI(title="tamor", description="Tier-aware multi-objective recommendation: lookup → rank → rerank.")
@@ -255,23 +283,13 @@ class Ingress:
     async def recommend(self, body: RecommendRequest) -> RecommendResponse:
         if body.item_ids is not None and len(body.item_ids) > self.max_candidates:
             raise HTTPException(422, f"at most {self.max_candidates} candidate items, got {len(body.item_ids)}")
-        found = await self.lookup.lookup.remote(body.user_id, body.item_ids, body.scenarios, body.context)
-        if "error" in found:
-            raise HTTPException(422, found["error"])
-        if "unavailable" in found:
-            raise HTTPException(503, f"feature store unavailable, retry shortly: {found['unavailable']}", headers=RETRY)
-        if len(found["item_ids"]) > self.max_candidates:
-            raise HTTPException(422, f"the scenarios hold {len(found['item_ids'])} items, over {self.max_candidates}")
-        scored = await self.ranker.rank.remote(found["columns"])
-        ranked = await self.reranker.rerank.remote(
-            found["tier"], scored["tasks"], found["item_ids"], found["scenarios"], scored["probs"], body.top_n
-        )
-        known = dict(zip(found["item_ids"], found["items_known"]))
-        return RecommendResponse(
-            user_id=body.user_id,
-            tier=found["tier"],
-            cold_start_user=not found["user_known"],
-            model_version=scored["version"],
-            items=[{**r, "cold_start": not known[r["item_id"]]} for r in ranked],
-            unknown_items=[i for i, k in known.items() if not k],
-        )
+        # Composed by passing responses on: the lookup's answer goes to the Ranker, and both to the
+        # Reranker, replica to replica, without coming back here in between (one round trip, not three).
+        found = self.lookup.lookup.remote(body.user_id, body.item_ids, body.scenarios, body.context, self.max_candidates)
+        scored = self.ranker.rank.remote(found)
+        answer = await self.reranker.rerank.remote(found, scored, body.top_n)
+        if "error" in answer:
+            raise HTTPException(422, answer["error"])
+        if "unavailable" in answer:
+            raise HTTPException(503, f"feature store unavailable, retry shortly: {answer['unavailable']}", headers=RETRY)
+        return RecommendResponse(user_id=body.user_id, **answer)

@@ -38,13 +38,35 @@ def lookup_columns(
     n_u, n_i = len(users), len(items)
     cols = {c: np.repeat(users[c].to_numpy(), n_i) for c in users.columns}
     cols.update({c: np.tile(items[c].to_numpy(), n_u) for c in items.columns})
-    cols.update(encoder.encode(dict(context), sides=["context"], n=n_u * n_i))
+    cols.update({k: np.repeat(v, n_u * n_i) for k, v in encode_context(encoder, context).items()})
     numeric = {f"f_{f.name}" for f in spec.numeric}
     for c in cols:
         if c.startswith("f_"):  # store rows may come back as floats (JSON, NaN-filled reindex)
             cols[c] = cols[c].astype(np.float32 if c in numeric else np.int64)
     cols["tier"], cols["scenario"] = cols["tier"].astype(np.int64), cols["scenario"].astype(np.int64)
     return cols, users_known, items_known
+
+
+def encode_context(encoder: Encoder, context: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A request's context encoded once (``[1]`` per context feature), cached: contexts repeat
+    (a page, an hour, a position), and encoding through pandas costs more than the lookups."""
+    try:
+        key = (encoder.fingerprint, tuple(sorted((k, v) for k, v in context.items())))
+        hash(key)
+    except TypeError:  # an unhashable value: encode it uncached
+        return encoder.encode(dict(context), sides=["context"], n=1)
+    return _encoded_context(encoder, key)
+
+
+_CONTEXTS: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _encoded_context(encoder: Encoder, key: tuple) -> dict[str, np.ndarray]:
+    if key not in _CONTEXTS:
+        if len(_CONTEXTS) >= 4096:  # bounded: drop everything rather than grow with odd contexts
+            _CONTEXTS.clear()
+        _CONTEXTS[key] = encoder.encode(dict(key[1]), sides=["context"], n=1)
+    return _CONTEXTS[key]
 
 
 def score_columns(model: MultiTaskModel, cols: Mapping[str, np.ndarray], device: torch.device | str = "cpu") -> np.ndarray:

@@ -59,12 +59,22 @@ class EmbeddedStore:
         for kind in ONLINE_KINDS:
             key, cols = spec.online_columns(kind)
             self.tables[kind] = pd.read_parquet(data.online(kind)).set_index(key)[cols]
+        self._index()
+
+    def _index(self) -> None:
+        """Per kind: id → row number and the rows as one float64 matrix with the cold row appended
+        last, so a lookup is a dict lookup per id and one fancy index (a request's hot path)."""
+        self._rows: dict[str, tuple[dict[str, int], np.ndarray]] = {}
+        for kind, table in self.tables.items():
+            cold = np.array([[self.cold[kind][c] for c in table.columns]], dtype=np.float64)
+            matrix = np.concatenate([table.to_numpy(dtype=np.float64), cold])
+            self._rows[kind] = ({k: i for i, k in enumerate(table.index)}, matrix)
 
     def get(self, kind: str, ids: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
-        table = self.tables[kind]
-        rows = table.reindex(ids)  # one vectorised lookup; unknown ids become NaN rows
-        known = rows.notna().all(axis=1).to_numpy()
-        return rows.fillna(self.cold[kind]).reset_index(drop=True), known
+        positions, matrix = self._rows[kind]
+        cold = len(matrix) - 1
+        rows = np.fromiter((positions.get(i, cold) for i in ids), dtype=np.int64, count=len(ids))
+        return pd.DataFrame(matrix[rows], columns=self.tables[kind].columns), rows != cold
 
     def update(self, kind: str, ids: list[str], values: dict[str, np.ndarray]) -> None:
         """Set columns of these ids' rows (adding cold-start rows for new ids): a feature pipeline's write."""
@@ -75,6 +85,7 @@ class EmbeddedStore:
         for column, value in values.items():
             table.loc[ids, column] = value
         self.tables[kind] = table
+        self._index()
 
     def item_ids(self, scenarios: list[int]) -> list[str]:
         items = self.tables["items"]
