@@ -56,6 +56,9 @@ class TrainConfig(BaseModel):
         None, ge=1, description="intra-op threads per worker (Ray sets 1 for fractional CPUs; more can pay on CPU)"
     )
     shuffle_buffer: int = Field(100_000, ge=0, description="rows mixed by the per-epoch local shuffle (0: data order)")
+    cache_data: Literal["auto", "always", "never"] = Field(
+        "auto", description="materialise the train split in the object store (auto: when it fits in a quarter of it)"
+    )
     storage_path: str = "runs/train"
     name: str | None = None  # None: a unique name (reusing a name resumes that run)
     metric: str = "val_auc_mean"
@@ -147,9 +150,24 @@ def objective_value(metrics: pd.DataFrame, weights: dict[str, dict[str, float]] 
 
 
 def epoch_batches(shard, cfg: TrainConfig, epoch: int, rank: int, collate):
-    """One epoch of training batches, shuffled anew each epoch (seeded by seed, epoch and rank)."""
-    shuffle = {"local_shuffle_buffer_size": cfg.shuffle_buffer, "local_shuffle_seed": (cfg.seed * 1009 + epoch) * 101 + rank} if cfg.shuffle_buffer else {}
-    return shard.iter_torch_batches(batch_size=cfg.batch_size, collate_fn=collate, prefetch_batches=2, **shuffle)
+    """One epoch of training batches, shuffled anew each epoch (seeded by seed, epoch and rank).
+
+    The shard is read in windows of ``shuffle_buffer`` rows, each collated once into tensors, permuted
+    with a seeded ``randperm`` and cut into batches: the same mixing as a local shuffle buffer of
+    that size, at the cost of one gather per window instead of Ray Data's per-batch shuffling and
+    collation (which held Ray Train below a bare loop's speed).
+    """
+    if not cfg.shuffle_buffer:
+        yield from shard.iter_torch_batches(batch_size=cfg.batch_size, collate_fn=collate, prefetch_batches=2)
+        return
+    window = max(cfg.batch_size, cfg.shuffle_buffer // cfg.batch_size * cfg.batch_size)
+    generator = torch.Generator().manual_seed((cfg.seed * 1009 + epoch) * 101 + rank)
+    for chunk in shard.iter_torch_batches(batch_size=window, collate_fn=collate, prefetch_batches=1):
+        n = len(next(iter(chunk.values())))
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, cfg.batch_size):
+            rows = order[start : start + cfg.batch_size]
+            yield {k: v[rows] for k, v in chunk.items()}
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -280,6 +298,20 @@ def read_split(data_dir: str | Path, split: str, spec: FeatureSpec, read_cpus: f
     return ray.data.read_parquet(str(DataDir(data_dir).split(split)), num_cpus=read_cpus).select_columns(batch_columns(spec))
 
 
+def cached(ds: ray.data.Dataset, cfg: TrainConfig) -> ray.data.Dataset:
+    """The split materialised in Ray's object store when it fits in a quarter of it (``cache_data``:
+    auto), so epochs after the first read memory instead of decoding Parquet again: on a small
+    machine that decoding competes with the training step for the same CPUs."""
+    if cfg.cache_data == "never":
+        return ds
+    if cfg.cache_data == "auto":
+        size = ds.count() * len(ds.columns()) * 8  # a bound: every model column is 8 bytes or fewer
+        capacity = ray.cluster_resources().get("object_store_memory", 0)
+        if size > 0.25 * capacity:
+            return ds
+    return ds.materialize()
+
+
 def check_config(cfg: TrainConfig, spec: FeatureSpec) -> None:
     """Refuse, on the driver, a config that names tasks, tiers or a metric the data does not have."""
     tasks = set(spec.task_names)
@@ -321,7 +353,7 @@ def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None) ->
             callbacks=callbacks,
         ),
         # blocks in a seeded random order (a time-split log is written in date order), rows mixed per epoch
-        datasets={"train": read_split(cfg.data_dir, "train", spec).randomize_block_order(seed=cfg.seed),
+        datasets={"train": cached(read_split(cfg.data_dir, "train", spec), cfg).randomize_block_order(seed=cfg.seed),
                   "valid": read_split(cfg.data_dir, "valid", spec)},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
