@@ -121,6 +121,7 @@ def main() -> None:
     p.add_argument("--candidates", type=int, default=100)
     p.add_argument("--batch-wait-s", type=float, default=None, help="the Ranker's @serve.batch wait (default: AppArgs')")
     p.add_argument("--max-batch", type=int, default=None, help="the Ranker's @serve.batch size (default: AppArgs')")
+    p.add_argument("--device", default="cpu", help="the Ranker's device (cuda: one GPU for its replica)")
     args = p.parse_args()
 
     from tamor.models.config import ModelConfig
@@ -150,7 +151,8 @@ def main() -> None:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     batching = {k: v for k, v in (("batch_wait_timeout_s", args.batch_wait_s), ("max_batch_size", args.max_batch)) if v is not None}
-    app_args = AppArgs(data_dir=str(data), registry=str(root / "registry"), **batching)
+    gpu = {"device": "cuda", "ranker_gpus": 1.0} if args.device == "cuda" else {}
+    app_args = AppArgs(data_dir=str(data), registry=str(root / "registry"), **batching, **gpu)
     serve.run(build_app(app_args.model_dump()), name="tamor", route_prefix="/")
     serve.run(TrivialIngress.bind(Echo.bind(), Echo.bind()), name="trivial", route_prefix="/trivial")
 

@@ -57,6 +57,7 @@ def main() -> None:
     p.add_argument("--model", default="tamor")
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--torch-threads", type=int, default=None, help="intra-op threads of the Ray worker")
+    p.add_argument("--work-dir", default=None, help="where the data is made, or reused when already there (default: a new temp dir)")
     args = p.parse_args()
     from tamor.models.config import ModelConfig
     from tamor.platform.generate import generate
@@ -67,9 +68,10 @@ def main() -> None:
     from tamor.platform.world import WorldConfig
 
     init_ray()
-    root = Path(tempfile.mkdtemp(prefix="tamor-train-bench-"))
-    generate(WorldConfig(rows=args.rows, rows_per_block=250_000), root)
-    preprocess(str(root / "logs"), load_schema("synthetic"), root / "data")
+    root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="tamor-train-bench-"))
+    if not (root / "data" / "stats.json").exists():  # a --work-dir of an earlier run keeps its data
+        generate(WorldConfig(rows=args.rows, rows_per_block=250_000), root)
+        preprocess(str(root / "logs"), load_schema("synthetic"), root / "data")
     cfg = TrainConfig(
         data_dir=str(root / "data"), model=ModelConfig(name=args.model), epochs=args.epochs, batch_size=args.batch_size,
         use_gpu=args.gpu, storage_path=str(root / "runs"), wandb="disabled", patience=args.epochs,

@@ -37,3 +37,8 @@ def test_a_broken_cluster_yaml_fails_validation(cluster, breakage):
     breakage(cluster)
     with pytest.raises(Exception):
         validate_config(prepare_config(cluster))
+
+
+def test_the_dashboard_is_bound_to_loopback_only(cluster):
+    head = " ".join(cluster["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
