@@ -100,7 +100,7 @@ class RedisStore:
     and one pointer, ``{prefix}:snapshot``, naming the snapshot served.
 
     :meth:`load` writes a new snapshot beside the served one, checks its row counts, then switches the
-    pointer in one ``SET`` and drops the old snapshot: readers see the old rows or the new, never a mix
+    pointer in one ``GETSET`` and drops the old snapshot: readers see the old rows or the new, never a mix
     or a half-loaded hash. Each read resolves the pointer and fetches the rows in one Lua script, so a
     switch between the two cannot happen. Timeouts are bounded and a dropped connection is retried
     with backoff and re-opened on the next call: an outage raises :class:`StoreUnavailable` (serving
