@@ -33,10 +33,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         level = logging.INFO if verbose else logging.WARNING
-        if address:
+        if address and address != "local":
             ray.init(address=address, log_to_driver=verbose, logging_level=level)
-        else:
-            ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", include_dashboard=True, log_to_driver=verbose, logging_level=level)
+        else:  # a private cluster, never one that `ray start` left on the machine
+            ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", include_dashboard=True, log_to_driver=verbose, logging_level=level)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
     if not verbose:
         quiet_console()

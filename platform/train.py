@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import tempfile
 import time
 import uuid
@@ -50,6 +51,9 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     num_workers: int = Field(1, ge=1)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = Field(
+        "PACK", description="where the workers go: STRICT_SPREAD puts each on its own node (a multi-node cluster)"
+    )
     use_gpu: bool | None = None  # None: use GPUs when the cluster has them
     cpus_per_worker: float = Field(0.5, gt=0, description="fractional, so Ray Data keeps a CPU on 2-CPU machines")
     torch_threads: int | None = Field(
@@ -89,7 +93,7 @@ class TrainingDiverged(TamorError):
 RUN_FILE = "run.json"  # the config and data fingerprint a run was started with: what a resume must match
 DIVERGED_FILE = "diverged.json"
 # What may change when a run is resumed (train longer, on other workers); anything else is another run.
-RESUMABLE = {"epochs", "patience", "max_failures", "num_workers", "use_gpu", "cpus_per_worker", "torch_threads",
+RESUMABLE = {"epochs", "patience", "max_failures", "num_workers", "placement_strategy", "use_gpu", "cpus_per_worker", "torch_threads",
              "wandb", "wandb_project", "wandb_group", "fail_at_epoch", "storage_path", "name", "data_dir"}
 
 
@@ -205,8 +209,6 @@ def train_loop_per_worker(config: dict) -> None:
     valid_shard = ray.train.get_dataset_shard("valid")
     collate = SpecCollate(spec)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the driver shows progress
-    # The validation split is small and read whole by every worker: read it once, reuse every epoch.
-    valid_batches = list(valid_shard.iter_torch_batches(batch_size=4096, collate_fn=collate))
     sign = 1.0 if cfg.mode == "max" else -1.0
     epoch, diverged = start_epoch - 1, False
 
@@ -239,9 +241,11 @@ def train_loop_per_worker(config: dict) -> None:
                 (Path(config["run_dir"]) / DIVERGED_FILE).write_text(json.dumps({"epoch": epoch, "step": steps, "lr": cfg.lr}))
             break
         elapsed = time.perf_counter() - start
-        # every worker sees the whole validation split (it is not sharded), so all agree on the metric
-        preds = predict_split(model, valid_batches, device, amp)
+        # each worker scores its shard of the validation split; the metrics come from everyone's predictions
+        own = predict_split(model, valid_shard.iter_torch_batches(batch_size=4096, collate_fn=collate), device, amp)
+        preds, workers = gather_predictions(own, ctx.get_world_size())
         metrics_table = evaluate_predictions(spec, preds["probs"], preds["labels"], preds["label_mask"], preds["tier"], preds["scenario"])
+        del preds
         overall = metrics_table[metrics_table["slice"] == "overall"].set_index("task")
         metrics = {
             "epoch": epoch,
@@ -251,6 +255,8 @@ def train_loop_per_worker(config: dict) -> None:
             "val_objective": objective_value(metrics_table, cfg.objective),
             **{f"val_auc_{t}": float(overall.loc[t, "auc"]) for t in spec.task_names},
             **{f"val_logloss_{t}": float(overall.loc[t, "logloss"]) for t in spec.task_names},
+            "val_rows": sum(w["rows"] for w in workers),
+            "peak_rss_mb_max": max(w["peak_rss_mb"] for w in workers),
         }
         by_tier = metrics_table[metrics_table["slice"] == "tier"]
         series = {f"val_auc_tier/{r.task}/{r.group}": float(r.auc) for r in by_tier.itertuples()}  # one W&B series per cell
@@ -262,7 +268,7 @@ def train_loop_per_worker(config: dict) -> None:
         tracker.log({**metrics, **series}, step=epoch)
         if rank == 0:  # a plain per-epoch log beside the checkpoints, for people and for resume checks
             with open(Path(config["run_dir"]) / "epochs.jsonl", "a") as log:
-                log.write(json.dumps(metrics) + "\n")
+                log.write(json.dumps({**metrics, "workers": workers}) + "\n")
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
@@ -278,6 +284,20 @@ def train_loop_per_worker(config: dict) -> None:
         tracker.table("val_auc_by_task_tier", tier_table)
         tracker.summary({"best_" + cfg.metric: best})
     tracker.finish()
+
+
+def gather_predictions(own: dict[str, np.ndarray], world_size: int) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Every worker's validation predictions (see :func:`predict_split`), concatenated in rank order, and
+    per worker its rank, node, number of rows and peak RSS (MiB). Only predictions cross the wire: no
+    worker ever holds the whole validation split."""
+    ctx = ray.train.get_context()
+    info = {"rank": ctx.get_world_rank(), "node": ray.get_runtime_context().get_node_id(),
+            "rows": int(len(own["tier"])), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if world_size == 1:
+        return own, [info]
+    parts: list = [None] * world_size
+    torch.distributed.all_gather_object(parts, (own, info))
+    return {k: np.concatenate([p[0][k] for p in parts]) for k in own}, [p[1] for p in parts]
 
 
 def _any_worker(flag: bool, world_size: int, device: torch.device) -> bool:
@@ -341,7 +361,8 @@ def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None) ->
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**cfg.model_dump(), "run_dir": str(run_dir)},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
+                                               placement_strategy=cfg.placement_strategy),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=str(storage),
@@ -354,8 +375,10 @@ def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None) ->
         ),
         # blocks in a seeded random order (a time-split log is written in date order), rows mixed per epoch
         datasets={"train": cached(read_split(cfg.data_dir, "train", spec), cfg).randomize_block_order(seed=cfg.seed),
-                  "valid": read_split(cfg.data_dir, "valid", spec)},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+                  "valid": cached(read_split(cfg.data_dir, "valid", spec), cfg)},
+        # both splits sharded: a worker holds its part of the validation split, never all of it (with
+        # several workers the split is cut into equal parts, which leaves out fewer than num_workers rows)
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train", "valid"]),
     )
 
 

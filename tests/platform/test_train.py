@@ -12,6 +12,7 @@ import pytest
 from tamor.models.config import ModelConfig
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
+from tamor.platform.data_dir import DataDir
 from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
 from tamor.platform.tracking import read_offline_history
 from tamor.platform.train import TrainConfig, build_trainer, epoch_batches, train
@@ -61,6 +62,17 @@ def test_two_workers_train_report_and_checkpoint(ddp_run):
     assert ddp_run["best_metrics"]["val_auc_mean"] > 0.6
     model = load_model(ddp_run["best_checkpoint"])
     assert model.config == TINY
+
+
+def test_two_workers_each_validate_a_shard_and_share_the_metrics(ddp_run, synthetic_data):
+    """No worker reads the whole validation split: each scores its shard, the metrics come from all of them."""
+    valid_rows = len(pd.read_parquet(DataDir(synthetic_data).split("valid"), columns=["tier"]))
+    for line in (Path(ddp_run["run_dir"]) / "epochs.jsonl").read_text().splitlines():
+        workers = json.loads(line)["workers"]
+        rows = [w["rows"] for w in workers]
+        assert sorted(w["rank"] for w in workers) == [0, 1]
+        assert rows[0] == rows[1] and valid_rows - 2 < sum(rows) <= valid_rows  # equal shards, < 2 rows left out
+        assert json.loads(line)["val_rows"] == sum(rows) and all(w["peak_rss_mb"] > 0 for w in workers)
 
 
 def test_best_checkpoint_evaluates_per_task_tier_and_scenario(ddp_run, synthetic_data):
