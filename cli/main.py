@@ -246,6 +246,38 @@ def demo(
 
 
 @app.command()
+def pipeline(
+    config: Optional[Path] = ConfigOpt,
+    source: Optional[str] = typer.Option(None, help="Raw logs; default: a synthetic world of --rows impressions."),
+    schema: Optional[str] = typer.Option(None, help="Schema of the logs [synthetic]."),
+    rows: Optional[int] = typer.Option(None, min=1000, help="Synthetic world size [200000]."),
+    data: Optional[str] = typer.Option(None, help="An already preprocessed directory (skips preprocessing)."),
+    out: Optional[str] = typer.Option(None, help="Run directory [runs/pipeline]."),
+    registry: Optional[str] = typer.Option(None, help="Model registry, a path or URI [runs/registry]."),
+    epochs: Optional[int] = typer.Option(None, min=1),
+    num_workers: Optional[int] = typer.Option(None, min=1, help="Training workers [2], each on its own node by default."),
+    tolerance: Optional[float] = typer.Option(None, min=0, help="AUC a judged task × tier cell may lose [0.002]."),
+    deploy: Optional[bool] = typer.Option(None, "--deploy/--no-deploy", help="Deploy the production model to Serve [deploy]."),
+    port: Optional[int] = typer.Option(None, help="Serve's HTTP port [8000]."),
+    set_: Optional[list[str]] = SetOpt,
+    address: Optional[str] = AddressOpt,
+) -> None:
+    """Logs to a served model in one job: preprocess → train → evaluate → export → promotion gate → deploy."""
+    from tamor.cli.pipeline import PipelineConfig, run_pipeline
+
+    overrides = {"source": source, "schema": schema, "rows": rows, "data_dir": data, "out": out, "registry": registry,
+                 "train.epochs": epochs, "train.num_workers": num_workers, "gate.tolerance": tolerance, "deploy": deploy, "port": port}
+    cfg = load_config(PipelineConfig, config, overrides, set_, "pipeline config")
+    if cfg.data_dir:
+        require_data(cfg.data_dir)
+    start_ray(address, "pipeline", log_dir=Path(cfg.out) / "logs")
+    record = run_pipeline(cfg, console)
+    gate = record["gate"]
+    console.print(f"gate: {'[green]PROMOTED[/]' if gate['promote'] else '[red]REFUSED[/]'} {gate['new']} — {gate['reason']}")
+    console.print(f"{cfg.gate.alias}: {gate[cfg.gate.alias]}; record: {Path(cfg.out) / 'pipeline.json'}", highlight=False)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory written by `tamor demo`.")) -> None:
     """Write (or rewrite) the Markdown report of a run directory."""
     from tamor.cli.report import write_report

@@ -65,13 +65,19 @@ class DataDir:
         return self.root / "online" if kind is None else self.root / "online" / kind
 
     @property
+    def raw_test(self) -> Path:
+        """The test split's checked raw rows: to score a model that encodes features its own way
+        (the production model of an earlier encoder) on exactly these rows."""
+        return self.root / "test_raw"
+
+    @property
     def source_copy(self) -> Path:
         return self.root / "_source"
 
     def written(self) -> list[Path]:
         """Every path preprocessing writes here (what a failed run's cleanup may remove)."""
         paths = [self.staging, self.encoded_staging, self.source_copy, self.quarantine, self.online(),
-                 self.spec_file, self.encoder_file, self.stats_file]
+                 self.spec_file, self.encoder_file, self.stats_file, self.raw_test]
         return paths + [self.split(s) for s in SPLITS]
 
     def exists(self) -> bool:

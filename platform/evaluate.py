@@ -5,17 +5,23 @@ CSV and a PNG chart.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import ray
 import torch
 
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.models.feature_spec import FeatureSpec
+from tamor.models.inputs import batch_columns
 from tamor.models.metrics import evaluate_predictions, paper_table
+from tamor.platform.data_dir import DataDir
 from tamor.platform.plots import save, subplots
+from tamor.platform.preprocess import encode_batch
+from tamor.platform.schema import LogSchema
 from tamor.platform.train import SpecCollate, predict_split, read_split
 
 
@@ -25,9 +31,31 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, split: str
     spec = FeatureSpec.load(data_dir)
     if spec.task_names != model.tasks:
         raise TamorError(f"checkpoint tasks {model.tasks} do not match the data's {spec.task_names}")
-    batches = read_split(data_dir, split, spec).iter_torch_batches(batch_size=batch_size, collate_fn=SpecCollate(spec))
+    return evaluate_model(model, read_split(data_dir, split, spec), spec, batch_size)
+
+
+def evaluate_model(model: torch.nn.Module, rows: ray.data.Dataset, spec: FeatureSpec, batch_size: int = 8192) -> pd.DataFrame:
+    """Metrics of ``model`` on model-ready rows (see :func:`read_split`), streamed batch by batch."""
+    batches = rows.iter_torch_batches(batch_size=batch_size, collate_fn=SpecCollate(spec))
     preds = predict_split(model, batches, torch.device("cpu"), amp=False)
     return evaluate_predictions(spec, preds["probs"], preds["labels"], preds["label_mask"], preds["tier"], preds["scenario"])
+
+
+def evaluate_on_test_rows(checkpoint: str | Path, data_dir: str | Path, schema: LogSchema, batch_size: int = 8192) -> pd.DataFrame:
+    """Test metrics of a model that may encode features its own way (an earlier model, fitted on other
+    logs): the test split's raw rows are encoded by the model's own encoder, as serving would, so two
+    models are compared on exactly the same rows whatever their vocabularies."""
+    model = load_model(checkpoint)
+    data = DataDir(data_dir)
+    if model.encoder is None or model.encoder.fingerprint == data.encoder().fingerprint:
+        return evaluate_checkpoint(checkpoint, data_dir, "test", batch_size)
+    if model.tasks != data.spec().task_names or model.spec.tiers != data.spec().tiers:
+        raise TamorError(f"the model's tasks {model.tasks} and tiers {model.spec.tiers} are not the data's: not comparable")
+    cuts = tuple(json.loads(data.stats_file.read_text())["cuts"])
+    rows = ray.data.read_parquet(str(data.raw_test)).map_batches(
+        encode_batch, fn_kwargs={"schema": schema, "encoder": model.encoder, "cuts": cuts}, batch_format="pandas"
+    ).select_columns(batch_columns(model.spec))
+    return evaluate_model(model, rows, model.spec, batch_size)
 
 
 def plot_table(table: pd.DataFrame, name_a: str, name_b: str, path: Path) -> None:

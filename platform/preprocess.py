@@ -90,6 +90,10 @@ def split_of(df: pd.DataFrame, schema: LogSchema, cuts: tuple[float, float]) -> 
     return np.select([position < cuts[0], position < cuts[1]], ["train", "valid"], "test")
 
 
+def _rows_of(batch: pd.DataFrame, split: str, schema: LogSchema, cuts: tuple[float, float]) -> pd.DataFrame:
+    return batch[split_of(batch, schema, cuts) == split]
+
+
 def _numeric_values(df: pd.DataFrame, schema: LogSchema) -> dict[str, np.ndarray]:
     out = {}
     for f in schema.model_features:
@@ -102,7 +106,7 @@ def _numeric_values(df: pd.DataFrame, schema: LogSchema) -> dict[str, np.ndarray
 
 def _fit_partials(batch: pd.DataFrame, schema: LogSchema, cuts: tuple[float, float]) -> pd.DataFrame:
     """Per-batch value counts of categoricals and sums of numerics, train rows only: rows (column, value, n)."""
-    train = batch[split_of(batch, schema, cuts) == "train"]
+    train = _rows_of(batch, "train", schema, cuts)
 
     def counts(name: str, values: pd.Series) -> pd.DataFrame:
         vc = values.value_counts()
@@ -297,6 +301,8 @@ def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> Pr
     good.map_batches(encode_batch, fn_kwargs={"schema": schema, "encoder": encoder, "cuts": cuts}, batch_format="pandas").write_parquet(
         str(data.encoded_staging), partition_cols=["split"]
     )
+    good.map_batches(_rows_of, fn_kwargs={"split": "test", "schema": schema, "cuts": cuts}, batch_format="pandas").drop_columns(
+        [REASON]).write_parquet(str(data.raw_test))
     rows_out = {}
     for split in SPLITS:
         part = data.encoded_staging / f"split={split}"

@@ -91,6 +91,15 @@ def log_serving(serving: dict[str, Any], group: str, wandb_dir: Path) -> None:
     run.finish()
 
 
+def log_gate(table: pd.DataFrame, decision: dict[str, Any], group: str, wandb_dir: Path) -> None:
+    """The promotion gate's cell-by-cell table and its decision (job type ``gate``)."""
+    run = _run(wandb_dir, group, "gate")
+    run.table("gate", table)
+    run.summary({"promote": decision["promote"], "reason": decision["reason"], "new": decision["new"],
+                 "current": decision["current"] or "", "cells_worse": len(decision["cells_worse"])})
+    run.finish()
+
+
 def log_ab(daily: pd.DataFrame, result: dict[str, Any], group: str, wandb_dir: Path) -> None:
     """New high-holding users per day per arm as series, and the lift with its interval (job type ``ab``)."""
     run = _run(wandb_dir, group, "ab")

@@ -117,5 +117,6 @@ def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, blocking: bo
     fails in seconds with the reason and never reaches the running app. (Should one get past this, the
     Ranker refuses it too and Serve keeps the previous replicas.)"""
     load_checked(args.model_source(), DataDir(args.data_dir).encoder().fingerprint)
-    serve.start(http_options={"host": host, "port": port})
+    # one proxy, on the head: more than one node may share a host (scripts/cluster.sh), and a port
+    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
     serve.run(build_app(args.model_dump()), name=APP_NAME, route_prefix="/", blocking=blocking)
