@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
@@ -20,6 +21,13 @@ from rich.console import Console
 from tamor.cli.common import Steps, epoch_watch
 from tamor.platform.gate import GateConfig
 from tamor.platform.train import TrainConfig
+
+
+class PipelineTrainConfig(TrainConfig):
+    """Training as the pipeline runs it by default: two data-parallel workers, each on its own node."""
+
+    num_workers: int = Field(2, ge=1)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = "STRICT_SPREAD"
 
 
 class PipelineConfig(BaseModel):
@@ -32,7 +40,7 @@ class PipelineConfig(BaseModel):
     data_dir: str | None = Field(None, description="an already preprocessed directory: skips preprocessing")
     out: str = "runs/pipeline"
     registry: str = Field("runs/registry", description="a local path or any pyarrow filesystem URI")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(num_workers=2, placement_strategy="STRICT_SPREAD"))
+    train: PipelineTrainConfig = Field(default_factory=PipelineTrainConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     deploy: bool = True
     port: int = 8000

@@ -16,13 +16,12 @@ from tamor.cli.pipeline import PipelineConfig, run_pipeline
 from tamor.models.config import ModelConfig
 from tamor.platform.data_dir import DataDir
 from tamor.platform.registry import Registry
-from tamor.platform.train import TrainConfig
 
 TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, num_experts=2, ple_levels=1)
 
 
 def pipeline(data: Path, out: Path, registry: Path, **train) -> dict:
-    tc = TrainConfig(**{"model": TINY, "epochs": 2, "lr": 0.01, "batch_size": 1024, "num_workers": 1, **train})
+    tc = {"model": TINY, "epochs": 2, "lr": 0.01, "batch_size": 1024, "num_workers": 1, "placement_strategy": "PACK", **train}
     cfg = PipelineConfig(data_dir=str(data), out=str(out), registry=str(registry), train=tc, deploy=False)
     return run_pipeline(cfg, Console(quiet=True))
 
