@@ -54,10 +54,33 @@ def canonical_text(value: Any, strip: bool = True) -> str | None:
 
 
 def as_text(values: pd.Series | Sequence[Any], strip: bool = True) -> pd.Series:
-    """:func:`canonical_text` over a column: ``[N] -> [N]`` object Series of str or None."""
+    """:func:`canonical_text` over a column: ``[N] -> [N]`` object Series of str or None.
+
+    Vectorised by dtype (floats, integers, booleans, plain text) with the same result as calling
+    :func:`canonical_text` on every value (tested); anything else maps each distinct value once."""
     series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
-    text = series.astype(object).where(series.notna(), None)
-    return text.map(lambda v: canonical_text(v, strip), na_action="ignore").astype(object).where(lambda s: s.notna(), None)
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        x = series.to_numpy(dtype=np.float64)
+        text = x.astype(str).astype(object)  # NumPy's float64 → str is Python's shortest repr
+        integral = np.isfinite(x) & (x == np.trunc(x)) & (np.abs(x) < 2.0**63)
+        text[integral] = x[integral].astype(np.int64).astype(str)
+        huge = np.isfinite(x) & (x == np.trunc(x)) & ~integral  # beyond int64: Python's int does it
+        text[huge] = [str(int(v)) for v in x[huge]]
+        text[np.isnan(x)] = None
+        return pd.Series(text, index=series.index, dtype=object)
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        x = series.to_numpy()
+        text = np.where(x, "True", "False") if dtype.kind == "b" else x.astype(str)
+        return pd.Series(text.astype(object), index=series.index, dtype=object)
+    objects = series.astype(object)
+    present = objects.notna().to_numpy()
+    if pd.api.types.infer_dtype(objects, skipna=True) in ("string", "empty"):
+        text = objects.str.strip() if strip else objects
+        return text.where(present & (text != "").to_numpy(), None).astype(object)
+    codes, uniques = pd.factorize(objects, use_na_sentinel=True)
+    mapped = np.array([canonical_text(v, strip) for v in uniques] + [None], dtype=object)
+    return pd.Series(mapped[codes], index=series.index, dtype=object)  # code -1 (missing) takes the last entry: None
 
 
 def parse_number(text: pd.Series) -> pd.Series:

@@ -89,6 +89,6 @@ def check_batch(batch: pd.DataFrame, schema: LogSchema, now: float | None = None
             flag((labels[t.name] == 1.0) & (labels[t.after] != 1.0), f"chain_violation:{t.name}_without_{t.after}")
     df[REASON] = reason.astype(str)
     # A stable hash of the whole raw row (every column, read or not): hash splits and row ids.
-    whole = pd.DataFrame({c: as_text(batch[c], strip) for c in sorted(batch.columns, key=str)})
+    whole = pd.DataFrame({c: df[c] if c in cols else as_text(batch[c], strip) for c in sorted(batch.columns, key=str)})
     df[KEY] = pd.util.hash_pandas_object(whole, index=False).to_numpy(dtype=np.uint64)
     return df

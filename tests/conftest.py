@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
-from helpers import CENSUS_SAMPLE
+from helpers import CENSUS_SAMPLE, preprocessed_world
 
 
 @pytest.fixture(scope="session")
@@ -28,15 +28,8 @@ def ray_session():
 @pytest.fixture(scope="session")
 def synthetic_data(ray_session, tmp_path_factory) -> Path:
     """A small synthetic world, generated and preprocessed once: returns the preprocessed directory."""
-    from tamor.platform.generate import generate
-    from tamor.platform.preprocess import preprocess
-    from tamor.platform.schema import load_schema
-    from tamor.platform.world import WorldConfig
-
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(WorldConfig(rows=30_000, n_users=1_500, n_items=120, days=10, seed=7, rows_per_block=15_000), root)
-    preprocess(str(root / "logs"), load_schema("synthetic"), root / "data")
-    return root / "data"
+    return preprocessed_world(tmp_path_factory.mktemp("synthetic"), rows=30_000, n_users=1_500, n_items=120, days=10, seed=7,
+                              rows_per_block=15_000)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,19 @@ TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4
 SCENARIOS = ["money_market", "fund", "gold", "insurance"]
 
 
+def preprocessed_world(root: Path, **world) -> Path:
+    """Generate a synthetic world of the given ``WorldConfig`` fields under ``root`` and preprocess it
+    (Ray Data; needs Ray started): returns the preprocessed directory."""
+    from tamor.platform.generate import generate
+    from tamor.platform.preprocess import preprocess
+    from tamor.platform.schema import load_schema
+    from tamor.platform.world import WorldConfig
+
+    generate(WorldConfig(**world), root)
+    preprocess(str(root / "logs"), load_schema("synthetic"), root / "data")
+    return root / "data"
+
+
 def make_spec(task_tiers: dict[str, list[str]] | None = None) -> FeatureSpec:
     task_tiers = task_tiers or {}
     tasks = [("click", "item"), ("conversion", "item"), ("invest", "item"), ("large_invest", "item"), ("high_holding", "user")]

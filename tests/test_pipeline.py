@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from helpers import preprocessed_world
 from tamor.cli.pipeline import PipelineConfig, run_pipeline
 from tamor.models.config import ModelConfig
 from tamor.platform.data_dir import DataDir
@@ -29,15 +30,8 @@ def pipeline(data: Path, out: Path, registry: Path, **train) -> dict:
 @pytest.fixture(scope="module")
 def other_logs(ray_session, tmp_path_factory) -> Path:
     """Logs of another week: the same tasks and tiers, other users and items (another encoder)."""
-    from tamor.platform.generate import generate
-    from tamor.platform.preprocess import preprocess
-    from tamor.platform.schema import load_schema
-    from tamor.platform.world import WorldConfig
-
-    root = tmp_path_factory.mktemp("other-week")
-    generate(WorldConfig(rows=20_000, n_users=1_000, n_items=100, days=7, seed=11, rows_per_block=10_000), root)
-    preprocess(str(root / "logs"), load_schema("synthetic"), root / "data")
-    return root / "data"
+    return preprocessed_world(tmp_path_factory.mktemp("other-week"), rows=20_000, n_users=1_000, n_items=100, days=7, seed=11,
+                              rows_per_block=10_000)
 
 
 def test_the_gate_promotes_a_first_model_and_refuses_a_worse_one(synthetic_data, other_logs, tmp_path):
