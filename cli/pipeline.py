@@ -49,6 +49,9 @@ class PipelineConfig(BaseModel):
 
 def run_pipeline(cfg: PipelineConfig, console: Console) -> dict:
     """Run every stage; returns (and writes to ``<out>/pipeline.json``) what happened."""
+    import ray
+
+    from tamor.models.factory import MODEL_FILE
     from tamor.platform.data_dir import DataDir
     from tamor.platform.evaluate import evaluate_checkpoint, evaluate_on_test_rows
     from tamor.platform.gate import compare
@@ -81,6 +84,10 @@ def run_pipeline(cfg: PipelineConfig, console: Console) -> dict:
 
     tc = cfg.train.model_copy(update={"data_dir": str(data), "storage_path": str(out / "train"),
                                       "name": cfg.train.name or "model", "wandb_group": cfg.train.wandb_group or out.name})
+    nodes = sum(n["Alive"] for n in ray.nodes())
+    if tc.placement_strategy == "STRICT_SPREAD" and nodes < tc.num_workers:  # one machine: it would wait forever
+        console.print(f"[yellow]{nodes} node(s) for {tc.num_workers} workers: placement SPREAD instead of STRICT_SPREAD[/]")
+        tc = tc.model_copy(update={"placement_strategy": "SPREAD"})
     watch = epoch_watch(Path(tc.storage_path) / tc.name, tc.epochs, tc.metric)
     with step(f"train {tc.model.name} (Ray Train, {tc.num_workers} workers, {tc.placement_strategy})", watch=watch) as s:
         summary = train(tc)
@@ -93,8 +100,6 @@ def run_pipeline(cfg: PipelineConfig, console: Console) -> dict:
     with step("evaluate the new model on the test split and export it to the registry") as s:
         new = evaluate_checkpoint(summary["best_checkpoint"], data)
         new.to_csv(out / "test_metrics.csv", index=False)
-        from tamor.models.factory import MODEL_FILE
-
         version = registry.export(Path(summary["best_checkpoint"]) / MODEL_FILE, summary["best_metrics"], metric=tc.metric,
                                   mode=tc.mode, source={"kind": "pipeline", "run": summary["name"], "out": str(out)})
         record["exported"] = version.name

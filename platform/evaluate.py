@@ -51,6 +51,9 @@ def evaluate_on_test_rows(checkpoint: str | Path, data_dir: str | Path, schema: 
         return evaluate_checkpoint(checkpoint, data_dir, "test", batch_size)
     if model.tasks != data.spec().task_names or model.spec.tiers != data.spec().tiers:
         raise TamorError(f"the model's tasks {model.tasks} and tiers {model.spec.tiers} are not the data's: not comparable")
+    if not data.raw_test.exists():
+        raise TamorError(f"{data.root} keeps no raw test rows (preprocessed by an older tamor): preprocess the logs again "
+                         "to compare a model of another encoder on them")
     cuts = tuple(json.loads(data.stats_file.read_text())["cuts"])
     rows = ray.data.read_parquet(str(data.raw_test)).map_batches(
         encode_batch, fn_kwargs={"schema": schema, "encoder": model.encoder, "cuts": cuts}, batch_format="pandas"

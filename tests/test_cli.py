@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 from tamor.cli.main import app
 
 runner = CliRunner()
-COMMANDS = ["generate", "preprocess", "train", "evaluate", "tune", "serve", "demo", "report", "simulate",
+COMMANDS = ["generate", "preprocess", "train", "evaluate", "tune", "serve", "demo", "report", "simulate", "pipeline",
             "registry list", "registry show", "registry promote", "features load"]
 
 
@@ -28,6 +28,9 @@ def test_every_command_has_help(command):
         (["tune", "--data", "/nonexistent"], "no preprocessed data"),
         (["evaluate", "--checkpoint", "/nonexistent"], "no checkpoint"),
         (["report", "/nonexistent"], "no run directory"),
+        (["pipeline", "--set", "gate.tolerance=-1"], "invalid pipeline config: gate.tolerance"),
+        (["pipeline", "--set", "train.placement_strategy=ANYWHERE"], "invalid pipeline config: train.placement_strategy"),
+        (["pipeline", "--data", "/nonexistent"], "no preprocessed data"),
         (["registry", "show", "v0042", "--registry", "{tmp}"], "no versions"),
     ],
 )
