@@ -25,6 +25,8 @@ import httpx
 import pandas as pd
 
 os.environ["RAY_AUTH_MODE"] = "token"  # read when Ray is imported: the cluster's token (~/.ray/auth_token)
+# `ray` and `tamor` are this interpreter's (the venv's) executables, activated or not
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ["bash", str(ROOT / "scripts" / "cluster.sh")]
 GCS = "127.0.0.1:" + os.environ.get("TAMOR_CLUSTER_PORT", "6391")
