@@ -196,7 +196,8 @@ def train_loop_per_worker(config: dict) -> None:
             state = torch.load(Path(d) / TRAINING_STATE_FILE, weights_only=True)
         optimizer_state, start_epoch, best, stale = state["optimizer"], state["epoch"] + 1, state["best"], state["stale"]
     core = model
-    model = ray.train.torch.prepare_model(model)
+    # a dataset may leave parts of a model unused (census has no item-level task for a user-specific tower)
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     loss_fn = MultiTaskLoss(spec, cfg.model.loss_weights).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if optimizer_state is not None:
