@@ -76,6 +76,16 @@ def epochs(run: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
+def registered_checkpoints(run: Path) -> int:
+    """How many checkpoints Ray Train's controller has registered (its snapshot beside them): a run
+    resumes from these only. An epoch's log line comes before its checkpoint is uploaded and registered."""
+    snapshot = run / "train" / "model" / "checkpoint_manager_snapshot.json"
+    try:
+        return len(json.loads(snapshot.read_text())["checkpoint_results"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
 def recommend(users: list[str], items: list[str]) -> int:
     body = {"user_id": users[0], "item_ids": items[:50], "top_n": 5}
     try:
@@ -102,13 +112,14 @@ def main() -> None:
                        check=True, capture_output=True, cwd=out)
         print(f"     job {job_id} submitted: {' '.join(pipeline)}", flush=True)
 
-        first = wait_for(lambda: epochs(run), 600, "the first epoch")[0]
+        first = wait_for(lambda: epochs(run), 1200, "the first epoch")[0]
         names = node_names()
         placed = [names.get(w["node"], "?") for w in first["workers"]]
         check(len(set(w["node"] for w in first["workers"])) == 2, f"the two training workers run on two nodes: {placed}")
         victim = next(n for n in placed if n != "head")
+        wait_for(lambda: registered_checkpoints(run), 300, "the first checkpoint to be registered", every=0.5)
         killed_at = kill_node(victim)
-        state = wait_for(lambda: (s := job_status(job_id)) not in ("PENDING", "RUNNING") and s, 900, "the job to end", every=3)
+        state = wait_for(lambda: (s := job_status(job_id)) not in ("PENDING", "RUNNING") and s, 1200, "the job to end", every=3)
         if state != "SUCCEEDED":
             from ray.job_submission import JobSubmissionClient
 
