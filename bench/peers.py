@@ -40,7 +40,10 @@ from tamor.platform.train import TrainConfig
 
 TAMOR_MODELS = ["shared_bottom", "mmoe", "ple", "per_tier_mmoe", "tamor"]
 PEERS = ["rechub_mmoe", "rechub_ple", "hgb"]
-ABLATIONS = {"tamor_paper": {"name": "tamor", "shared_path": False}}  # the paper's TAMOR: no shared path
+ABLATIONS = {  # variants on the same splits and seeds, by --models
+    "tamor_paper": {"name": "tamor", "shared_path": False},  # the paper's TAMOR: no shared path
+    **{f"{m}_{n}": {"name": m, "numeric_embedding": n} for m in ("tamor", "mmoe") for n in ("periodic", "piecewise", "linear")},
+}
 MIN_POSITIVES = 50  # cells with fewer test positives are shown but not judged
 
 

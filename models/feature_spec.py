@@ -35,6 +35,8 @@ class NumericField(BaseModel):
     mean: float
     std: float
     log1p: bool = False
+    # quantile bin edges of the standardised train values, ascending (for ``piecewise`` numeric embeddings)
+    bins: list[float] | None = None
 
 
 class TaskSpec(BaseModel):

@@ -10,7 +10,7 @@ A batch is a dict of tensors (built by :func:`batch_from_columns`):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -70,9 +70,49 @@ class PeriodicEmbedding(nn.Module):
         return out.flatten(1)
 
 
+DEFAULT_EDGES = (-2.0, -1.0, 0.0, 1.0, 2.0)  # standard-normal edges for a numeric fitted without bins
+
+
+class PiecewiseLinearEmbedding(nn.Module):
+    """Each numeric feature its own vector from its quantile bins: ``[B, N] -> [B, N·d]``.
+
+    Feature j with train-quantile edges b_0 < … < b_T turns x into T numbers, bin t's share of
+    [b_{t-1}, b_t] that x has passed (0 below, 1 above, linear within; the first bin open below, the last
+    open above), then ReLU(W_j e + b_j) (Gorishniy et al. 2022, piecewise-linear encoding): a step at any
+    quantile, as a tree's split, but continuous. Edges come from the encoder (:attr:`NumericField.bins`).
+    """
+
+    def __init__(self, edges: Sequence[Sequence[float]], dim: int):
+        super().__init__()
+        n_bins = max(len(e) - 1 for e in edges)
+        low = torch.zeros(len(edges), n_bins)
+        width = torch.ones(len(edges), n_bins)
+        used = torch.zeros(len(edges), n_bins)
+        for j, e in enumerate(edges):
+            e = torch.tensor(sorted(set(e)), dtype=torch.float32)
+            low[j, : len(e) - 1], width[j, : len(e) - 1], used[j, : len(e) - 1] = e[:-1], e.diff(), 1.0
+        self.register_buffer("low", low)
+        self.register_buffer("width", width)
+        self.register_buffer("used", used)  # features with fewer edges pad with unused bins
+        # shares clip to [0, 1], but the first bin is open below and each feature's last real bin open above
+        floor, ceiling = torch.zeros(len(edges), n_bins), torch.ones(len(edges), n_bins)
+        floor[:, 0] = -torch.inf
+        ceiling[torch.arange(len(edges)), used.sum(1).long() - 1] = torch.inf
+        self.register_buffer("floor", floor)
+        self.register_buffer("ceiling", ceiling)
+        self.weight = nn.Parameter(torch.empty(len(edges), n_bins, dim).uniform_(-(n_bins**-0.5), n_bins**-0.5))
+        self.bias = nn.Parameter(torch.zeros(len(edges), dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        share = (x.unsqueeze(-1) - self.low) / self.width  # [B, N, T]
+        share = torch.maximum(torch.minimum(share, self.ceiling), self.floor) * self.used
+        out = torch.relu(torch.einsum("bnt,ntd->bnd", share, self.weight) + self.bias)  # [B, N, d]
+        return out.flatten(1)
+
+
 class FeatureInputs(nn.Module):
     """One embedding table per categorical field (shared by every tier and scenario) and, per side,
-    the numerics as one vector each (``periodic``) or one linear projection of them all (``linear``).
+    the numerics as one vector each (``periodic`` or ``piecewise``) or one linear projection of them all (``linear``).
     ``forward(batch, side) -> [B, dim(side)]``: the side's field vectors, concatenated.
     """
 
@@ -85,6 +125,10 @@ class FeatureInputs(nn.Module):
         n_numeric = {side: len(spec.numeric_on(side)) for side in SIDES}
         if numeric == "periodic":
             self.numeric = nn.ModuleDict({s: PeriodicEmbedding(n, embedding_dim) for s, n in n_numeric.items() if n})
+            numeric_dims = {s: embedding_dim * n for s, n in n_numeric.items()}
+        elif numeric == "piecewise":
+            edges = {s: [f.bins or DEFAULT_EDGES for f in spec.numeric_on(s)] for s in SIDES}
+            self.numeric = nn.ModuleDict({s: PiecewiseLinearEmbedding(edges[s], embedding_dim) for s, n in n_numeric.items() if n})
             numeric_dims = {s: embedding_dim * n for s, n in n_numeric.items()}
         else:
             self.numeric = nn.ModuleDict({s: nn.Linear(n, embedding_dim) for s, n in n_numeric.items() if n})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,7 +127,9 @@ def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) ->
     """The encoder, fitted on train rows: vocabularies (min frequency), numeric statistics, scenarios."""
     totals = (
         good.map_batches(_fit_partials, fn_kwargs={"schema": schema, "cuts": cuts}, batch_format="pandas")
-        .groupby(["column", "value"])
+        # a few partitions: the partials are one row per distinct value, and Ray's default of 200 reduce
+        # tasks cost minutes of scheduling on a small multi-node cluster
+        .groupby(["column", "value"], num_partitions=4)
         .sum("n")
         .to_pandas()  # one row per distinct value: the size of the vocabularies, not of the data
         .rename(columns={"sum(n)": "n"})
@@ -147,6 +150,7 @@ def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) ->
             mean = s["__sum__"] / count
             std = float(np.sqrt(max(s["__sumsq__"] / count - mean**2, 0.0)))
             numeric.append(NumericField(name=f.column, side=f.side, mean=float(mean), std=std if std > 1e-12 else 1.0, log1p=f.log1p))
+    numeric = _numeric_bins(good, schema, cuts, numeric)
     if schema.scenario.values is not None:
         scenarios = list(schema.scenario.values)
     else:
@@ -276,7 +280,7 @@ def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> Pr
     reasons: dict[str, int] = {}
     if rows_quarantined:
         rejected.write_parquet(str(data.quarantine))
-        by_reason = ray.data.read_parquet(str(data.quarantine)).select_columns([REASON]).groupby(REASON).count().to_pandas()
+        by_reason = ray.data.read_parquet(str(data.quarantine)).select_columns([REASON]).groupby(REASON, num_partitions=1).count().to_pandas()
         reasons = dict(zip(by_reason[REASON], by_reason["count()"].astype(int)))
     for t in schema.present_tasks:  # a label column that is really an amount: say so, never 0 positives in silence
         n = reasons.get(f"label_not_binary:{t.name}", 0)
@@ -331,6 +335,37 @@ def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> Pr
     return report
 
 
+def _block_quantiles(values: dict[str, np.ndarray], points: int) -> pd.DataFrame:
+    """A block's sketch: ``points`` quantiles per column, each weighted by the block's rows / points."""
+    frames = []
+    for column, x in values.items():
+        x = x[~np.isnan(x)]
+        if len(x):
+            frames.append(pd.DataFrame({"column": column, "value": np.quantile(x, np.linspace(0, 1, points)), "weight": len(x) / points}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"column": [], "value": [], "weight": []})
+
+
+def _quantiles(sketch: pd.DataFrame, column: str, fractions: Sequence[float]) -> list[float]:
+    """Quantiles of a column from its blocks' sketches (``points`` rows per block reach the driver,
+    never the rows themselves)."""
+    q = sketch[sketch["column"] == column].sort_values("value")
+    cumulative = q["weight"].cumsum().to_numpy() / q["weight"].sum()
+    values = q["value"].to_numpy()
+    return [float(values[min(int(np.searchsorted(cumulative, f, side="left")), len(values) - 1)]) for f in fractions]
+
+
+def _timestamp_sketch(batch: pd.DataFrame, column: str, points: int) -> pd.DataFrame:
+    return _block_quantiles({column: parse_number(batch[column]).to_numpy()}, points)
+
+
+NONZERO = "\x00nonzero"  # a numeric's non-zero values, as a column of the sketch
+
+
+def _numeric_sketch(batch: pd.DataFrame, schema: LogSchema, cuts: tuple[float, float], points: int) -> pd.DataFrame:
+    values = _numeric_values(_rows_of(batch, "train", schema, cuts), schema)
+    return _block_quantiles({**values, **{c + NONZERO: x[x != 0] for c, x in values.items()}}, points)
+
+
 def _cut_points(good: ray.data.Dataset, schema: LogSchema, points: int = 1001) -> tuple[float, float]:
     """Where valid and test begin: timestamps that cut the rows in the schema's fractions (from each
     block's quantiles weighted by its rows, so a few far-off timestamps do not empty a split), or hash
@@ -341,17 +376,31 @@ def _cut_points(good: ray.data.Dataset, schema: LogSchema, points: int = 1001) -
     fractions = (train_end, 1.0 - schema.split.test_fraction)
     if schema.split.by == "hash":
         return fractions
-    ts_col = schema.timestamp
-
-    def sketch(b: pd.DataFrame) -> pd.DataFrame:
-        t = parse_number(b[ts_col]).dropna().to_numpy()
-        if len(t) == 0:
-            return pd.DataFrame({"value": [], "weight": []})
-        return pd.DataFrame({"value": np.quantile(t, np.linspace(0, 1, points)), "weight": len(t) / points})
-
-    # ``points`` rows per block come back to the driver, never the rows themselves.
-    q = good.select_columns([ts_col]).map_batches(sketch, batch_format="pandas", batch_size=None).to_pandas().sort_values("value")
-    cumulative = q["weight"].cumsum().to_numpy() / q["weight"].sum()
-    values = q["value"].to_numpy()
-    cuts = [float(values[min(int(np.searchsorted(cumulative, f, side="left")), len(values) - 1)]) for f in fractions]
+    sketch = good.select_columns([schema.timestamp]).map_batches(
+        _timestamp_sketch, fn_kwargs={"column": schema.timestamp, "points": points}, batch_format="pandas", batch_size=None
+    ).to_pandas()
+    cuts = _quantiles(sketch, schema.timestamp, fractions)
     return cuts[0], max(cuts)
+
+
+def _numeric_bins(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float], numeric: list[NumericField],
+                  points: int = 257) -> list[NumericField]:
+    """The numerics with their quantile bin edges (``preprocess.numeric_bins`` bins of train values, in
+    standardised units). Repeated quantiles merge, so an amount that is mostly zero would keep one bin
+    for all its non-zero values, where its information is: when zeros fill more than one bin, the
+    quantiles of the non-zero values are edges too."""
+    bins = schema.preprocess.numeric_bins
+    if not numeric or bins < 2:
+        return numeric
+    sketch = good.map_batches(_numeric_sketch, fn_kwargs={"schema": schema, "cuts": cuts, "points": points},
+                              batch_format="pandas", batch_size=None).to_pandas()
+    weight = sketch.groupby("column")["weight"].sum()
+    fractions = np.linspace(0, 1, bins + 1)
+    out = []
+    for f in numeric:
+        quantiles = _quantiles(sketch, f.name, fractions)
+        if weight.get(f.name + NONZERO, 0.0) and 1 - weight[f.name + NONZERO] / weight[f.name] > 1 / bins:
+            quantiles += _quantiles(sketch, f.name + NONZERO, fractions)
+        edges = np.unique(np.round((np.asarray(quantiles) - f.mean) / f.std, 6))
+        out.append(f.model_copy(update={"bins": [float(e) for e in edges]}) if len(edges) >= 2 else f)
+    return out

@@ -152,6 +152,21 @@ def test_census_income_preprocesses_end_to_end(census_data):
     assert train["user_id"].nunique() == train["user_id"].size
 
 
+def test_numeric_bins_are_train_quantiles_and_reach_into_mostly_zero_amounts(census_data):
+    data = DataDir(census_data)
+    spec = FeatureSpec.load(census_data)
+    train = pd.read_parquet(data.split("train"))
+    for f in spec.numeric:
+        assert f.bins == sorted(set(f.bins)) and len(f.bins) >= 2, f.name
+        z = train[f"f_{f.name}"]
+        assert f.bins[0] == pytest.approx(z.min(), abs=0.05) and f.bins[-1] == pytest.approx(z.max(), abs=0.05), f.name
+    gains = next(f for f in spec.numeric if f.name == "capital_gains")
+    z = train["f_capital_gains"]
+    zero = z.mode()[0]
+    assert (z == zero).mean() > 0.9  # mostly zero: plain quantiles would give its non-zero values one bin
+    assert sum(edge > zero + 1e-6 for edge in gains.bins) >= 8
+
+
 def _census_parquet(tmp_path, rows: int):
     schema = load_schema("census_income")
     frame = pd.read_csv(CENSUS_SAMPLE, header=None, names=schema.source.csv.column_names, nrows=rows, dtype=str)
