@@ -392,8 +392,11 @@ def _numeric_bins(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, 
     bins = schema.preprocess.numeric_bins
     if not numeric or bins < 2:
         return numeric
-    sketch = good.map_batches(_numeric_sketch, fn_kwargs={"schema": schema, "cuts": cuts, "points": points},
-                              batch_format="pandas", batch_size=None).to_pandas()
+    position = schema.timestamp if schema.split.by == "time" else KEY  # what split_of reads
+    columns = list(dict.fromkeys([position, *(f.column for f in schema.model_features if f.type == "numeric")]))
+    sketch = good.select_columns(columns).map_batches(
+        _numeric_sketch, fn_kwargs={"schema": schema, "cuts": cuts, "points": points}, batch_format="pandas", batch_size=None
+    ).to_pandas()
     weight = sketch.groupby("column")["weight"].sum()
     fractions = np.linspace(0, 1, bins + 1)
     out = []
