@@ -103,10 +103,13 @@ class PiecewiseLinearEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(len(edges), n_bins, dim).uniform_(-(n_bins**-0.5), n_bins**-0.5))
         self.bias = nn.Parameter(torch.zeros(len(edges), dim))
 
+    def shares(self, x: Tensor) -> Tensor:
+        """``[B, N] -> [B, N, T]``: how much of each bin x has passed (padding bins 0)."""
+        share = (x.unsqueeze(-1) - self.low) / self.width
+        return torch.maximum(torch.minimum(share, self.ceiling), self.floor) * self.used
+
     def forward(self, x: Tensor) -> Tensor:
-        share = (x.unsqueeze(-1) - self.low) / self.width  # [B, N, T]
-        share = torch.maximum(torch.minimum(share, self.ceiling), self.floor) * self.used
-        out = torch.relu(torch.einsum("bnt,ntd->bnd", share, self.weight) + self.bias)  # [B, N, d]
+        out = torch.relu(torch.einsum("bnt,ntd->bnd", self.shares(x), self.weight) + self.bias)  # [B, N, d]
         return out.flatten(1)
 
 

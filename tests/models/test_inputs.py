@@ -10,13 +10,12 @@ from tamor.models.inputs import PiecewiseLinearEmbedding
 def test_piecewise_shares_fill_bins_in_order_and_the_outer_bins_stay_open():
     layer = PiecewiseLinearEmbedding([[0.0, 1.0, 2.0, 4.0], [-1.0, 1.0]], dim=3)
     x = torch.tensor([[-1.0, 0.0], [1.5, 3.0], [6.0, -5.0]])
-    share = torch.maximum(torch.minimum((x.unsqueeze(-1) - layer.low) / layer.width, layer.ceiling), layer.floor) * layer.used
     expected = torch.tensor([
         [[-1.0, 0.0, 0.0], [0.5, 0.0, 0.0]],  # below the first edge: the first bin goes negative
         [[1.0, 0.5, 0.0], [2.0, 0.0, 0.0]],  # one bin full, the next half; a single bin is open both ways
         [[1.0, 1.0, 2.0], [-2.0, 0.0, 0.0]],  # above the last edge: the last bin goes past 1
     ])
-    torch.testing.assert_close(share, expected)
+    torch.testing.assert_close(layer.shares(x), expected)
     assert layer(x).shape == (3, 2 * 3)
 
 
