@@ -1,8 +1,9 @@
 """`tamor tune`: a Ray Tune sweep whose trials each run the real ``TorchTrainer`` training.
 
 Train V2 way: each trial is a small function that builds the trainer and calls ``fit()``; the
-trainer's reports reach Tune through ``TuneReportCallback``. Optuna proposes (per-task loss
-weights λ_t, the soft-encoding temperature τ, the learning rate), ASHA stops poor trials early, and
+trainer's reports reach Tune from the trial function's own thread (``trial_reports``; Ray's
+``TuneReportCallback`` can deadlock a trial whose last report is still queued as ``fit()`` returns).
+Optuna proposes (per-task loss weights λ_t, the soft-encoding temperature τ, the learning rate), ASHA stops poor trials early, and
 the best trial's best checkpoint is exported to the model registry.
 """
 
@@ -17,10 +18,10 @@ import pandas as pd
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
+from ray.util.queue import Queue
 
 from tamor.models.errors import TamorError
 from tamor.models.factory import MODEL_FILE
@@ -30,6 +31,7 @@ from tamor.platform.plots import save, subplots
 from tamor.platform.registry import Registry
 from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
 from tamor.platform.train import TrainConfig, build_trainer, unique_name
+from tamor.tuning.trial_reports import CHECKPOINT_PATH_KEY, QueueReports, fit_and_report
 
 
 class Range(BaseModel):
@@ -86,7 +88,8 @@ def run_trial(params: dict[str, Any]) -> None:
     context = tune.get_context()
     name = f"{context.get_experiment_name()}-{context.get_trial_id()}"
     cfg = cfg.model_copy(update={"name": name, "storage_path": params["train_storage"]})
-    build_trainer(cfg, name, callbacks=[TuneReportCallback()]).fit()
+    reports = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    fit_and_report(build_trainer(cfg, name, callbacks=[QueueReports(reports)]).fit, reports, tune.report)
 
 
 def objective_weights(cfg: SweepConfig) -> dict[str, dict[str, float]] | None:
@@ -163,7 +166,7 @@ def trials_table(grid: tune.ResultGrid, tasks: list[str]) -> pd.DataFrame:
                 "temperature": cfg.get("temperature"),
                 "lr": cfg.get("lr"),
                 **{f"lambda_{t}": cfg.get(f"lambda_{t}") for t in tasks},
-                "checkpoint_path": (result.metrics or {}).get("checkpoint_path"),
+                CHECKPOINT_PATH_KEY: (result.metrics or {}).get(CHECKPOINT_PATH_KEY),
             }
         )
     return pd.DataFrame(rows).sort_values("val_objective", ascending=False, na_position="last").reset_index(drop=True)
@@ -184,11 +187,11 @@ def plot_trials(table: pd.DataFrame, tasks: list[str], path: Path) -> None:
 def best_checkpoint(grid: tune.ResultGrid) -> tuple[Path, dict]:
     """The best epoch of the best trial (Ray's answer), and the metrics it reported with that checkpoint."""
     result = grid.get_best_result(metric="val_objective", mode="max", scope="all")
-    history = result.metrics_dataframe.dropna(subset=["checkpoint_path"])
+    history = result.metrics_dataframe.dropna(subset=[CHECKPOINT_PATH_KEY])
     if history.empty:
         raise TamorError(f"the best trial ({result.path}) kept no checkpoint")
     row = history.loc[history["val_objective"].idxmax()]
-    return Path(row["checkpoint_path"]), {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return Path(row[CHECKPOINT_PATH_KEY]), {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def check_fits(cfg: SweepConfig, cluster_cpus: float) -> None:
@@ -246,7 +249,7 @@ def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
     (path / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     tracker = Tracker(True, resolve_mode(cfg.wandb), path / "wandb", "tamor", f"{name}-summary", {"sweep": cfg.model_dump()},
                       group=cfg.wandb_group or name, job_type="sweep")
-    tracker.table("trials", table.drop(columns=["checkpoint_path"]))
+    tracker.table("trials", table.drop(columns=[CHECKPOINT_PATH_KEY]))
     tracker.image("objective_vs_params", path / "trials.png")
     tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     tracker.finish()
