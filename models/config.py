@@ -15,8 +15,8 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: ModelName = "tamor"
     embedding_dim: int = Field(8, ge=1)
-    numeric_embedding: Literal["periodic", "piecewise", "linear"] = Field(
-        "periodic", description="numerics: a vector each (periodic, or piecewise-linear over quantile bins), or one projection"
+    numeric_embedding: Literal["piecewise", "periodic", "linear"] = Field(
+        "piecewise", description="numerics: a vector each (piecewise-linear over the encoder's bins, or periodic), or one projection"
     )
     expert_dims: list[int] = Field(default_factory=lambda: [64, 32], min_length=1)
     num_experts: int = Field(4, ge=1, description="experts of MMoE and of the shared-bottom width")

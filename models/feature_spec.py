@@ -35,7 +35,7 @@ class NumericField(BaseModel):
     mean: float
     std: float
     log1p: bool = False
-    # quantile bin edges of the standardised train values, ascending (for ``piecewise`` numeric embeddings)
+    # bin edges in standardised units, ascending (for ``piecewise`` numeric embeddings): tree splits or train quantiles
     bins: list[float] | None = None
 
 

@@ -74,12 +74,13 @@ DEFAULT_EDGES = (-2.0, -1.0, 0.0, 1.0, 2.0)  # standard-normal edges for a numer
 
 
 class PiecewiseLinearEmbedding(nn.Module):
-    """Each numeric feature its own vector from its quantile bins: ``[B, N] -> [B, N·d]``.
+    """Each numeric feature its own vector from its bins: ``[B, N] -> [B, N·d]``.
 
-    Feature j with train-quantile edges b_0 < … < b_T turns x into T numbers, bin t's share of
+    Feature j with edges b_0 < … < b_T turns x into T numbers, bin t's share of
     [b_{t-1}, b_t] that x has passed (0 below, 1 above, linear within; the first bin open below, the last
     open above), then ReLU(W_j e + b_j) (Gorishniy et al. 2022, piecewise-linear encoding): a step at any
-    quantile, as a tree's split, but continuous. Edges come from the encoder (:attr:`NumericField.bins`).
+    edge, as a tree's split, but continuous. Edges come from the encoder (:attr:`NumericField.bins`): by default
+    the splits of a small tree fitted on the train labels (``platform/tree_bins.py``), or train quantiles.
     """
 
     def __init__(self, edges: Sequence[Sequence[float]], dim: int):

@@ -7,7 +7,7 @@ Passes over the data (none collects rows onto the driver; only vocabularies and 
 2. rejected rows → ``quarantine/`` with their reason; reject fraction checked
 3. time range of the good rows → split cut points
 4. train rows → vocabulary counts and numeric sums in one pass (fitted on train only)
-5. every good row → encoded → ``train/ valid/ test/``
+5. every good row → encoded → ``train/ valid/ test/``; bin edges of the numerics from (a sample of) ``train/``
 6. latest row per user and per item → ``online/users``, ``online/items``
 
 Rows in = rows out + rows quarantined, checked at the end.
@@ -35,6 +35,7 @@ from tamor.models.feature_spec import FeatureSpec, NumericField, TaskSpec
 from tamor.platform.data_dir import ONLINE_KINDS, SPLITS, DataDir
 from tamor.platform.schema import LogSchema
 from tamor.platform.sources import check_columns, read_failure, unzip
+from tamor.platform.tree_bins import fit_tree_bins
 from tamor.platform.validate import KEY, REASON, check_batch, parse_label
 
 OTHER_SCENARIO = "<other>"
@@ -319,6 +320,10 @@ def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> Pr
     if rows_out["train"] == 0:
         raise PreprocessError("the train split is empty: check the split fractions and the timestamps")
 
+    if schema.preprocess.numeric_bin_edges == "tree":  # edges shape the model's input layer, not the encoded columns
+        numeric = fit_tree_bins(ray.data.read_parquet(str(data.split("train"))), rows_out["train"], spec, schema.preprocess.numeric_bins)
+        encoder = encoder.model_copy(update={"numeric": numeric})
+        spec = spec.model_copy(update={"numeric": numeric})
     spec.save(data.spec_file)
     encoder.save(data.encoder_file)
     encoded = ray.data.read_parquet([str(data.split(s)) for s in SPLITS if rows_out[s]])
@@ -385,12 +390,12 @@ def _cut_points(good: ray.data.Dataset, schema: LogSchema, points: int = 1001) -
 
 def _numeric_bins(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float], numeric: list[NumericField],
                   points: int = 257) -> list[NumericField]:
-    """The numerics with their quantile bin edges (``preprocess.numeric_bins`` bins of train values, in
-    standardised units). Repeated quantiles merge, so an amount that is mostly zero would keep one bin
+    """With ``preprocess.numeric_bin_edges: quantile``, the numerics with their quantile bin edges
+    (``preprocess.numeric_bins`` bins of train values, in standardised units). Repeated quantiles merge, so an amount that is mostly zero would keep one bin
     for all its non-zero values, where its information is: when zeros fill more than one bin, the
     quantiles of the non-zero values are edges too."""
     bins = schema.preprocess.numeric_bins
-    if not numeric or bins < 2:
+    if not numeric or bins < 2 or schema.preprocess.numeric_bin_edges != "quantile":
         return numeric
     position = schema.timestamp if schema.split.by == "time" else KEY  # what split_of reads
     columns = list(dict.fromkeys([position, *(f.column for f in schema.model_features if f.type == "numeric")]))

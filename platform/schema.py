@@ -133,7 +133,10 @@ class Preprocess(_Strict):
     min_frequency: int = Field(5, ge=1)
     max_reject_fraction: float = Field(0.05, ge=0, le=1)
     max_abs_numeric: float = Field(1e100, gt=0, description="numeric features beyond ±this (or infinite) are quarantined")
-    numeric_bins: int = Field(16, ge=0, description="quantile bins per numeric feature (piecewise-linear embeddings); 0: none")
+    numeric_bins: int = Field(16, ge=0, description="bins per numeric feature (piecewise-linear embeddings); 0: none")
+    numeric_bin_edges: Literal["tree", "quantile"] = Field(
+        "tree", description="tree: the splits of a small tree per numeric fitted on the train labels; quantile: train quantiles"
+    )
     future_horizon_days: float | None = Field(
         1.0, ge=0, description="timestamps (Unix seconds) later than now + this many days are quarantined; null: no check"
     )

@@ -152,14 +152,34 @@ def test_census_income_preprocesses_end_to_end(census_data):
     assert train["user_id"].nunique() == train["user_id"].size
 
 
-def test_numeric_bins_are_train_quantiles_and_reach_into_mostly_zero_amounts(census_data):
-    data = DataDir(census_data)
-    spec = FeatureSpec.load(census_data)
-    train = pd.read_parquet(data.split("train"))
+def _assert_edges_span_train(spec: FeatureSpec, train: pd.DataFrame) -> None:
     for f in spec.numeric:
         assert f.bins == sorted(set(f.bins)) and len(f.bins) >= 2, f.name
         z = train[f"f_{f.name}"]
         assert f.bins[0] == pytest.approx(z.min(), abs=0.05) and f.bins[-1] == pytest.approx(z.max(), abs=0.05), f.name
+
+
+def test_numeric_bins_are_tree_splits_of_the_train_labels_in_the_one_encoder(census_data):
+    data = DataDir(census_data)
+    spec, encoder = FeatureSpec.load(census_data), Encoder.load(data.encoder_file)
+    train = pd.read_parquet(data.split("train"))
+    _assert_edges_span_train(spec, train)
+    assert [f.bins for f in encoder.numeric] == [f.bins for f in spec.numeric]  # what serving's model is built from
+    assert all(len(f.bins) <= load_schema("census_income").preprocess.numeric_bins + 1 for f in spec.numeric)
+    # income rises with weeks worked: the edges fall where the income rate changes most, within the train range
+    weeks = next(f for f in spec.numeric if f.name == "weeks_worked")
+    inner = list(weeks.bins[1:-1])
+    rates = [train.loc[(train["f_weeks_worked"] > lo) & (train["f_weeks_worked"] <= hi), "label_income"].mean()
+             for lo, hi in zip([-np.inf, *inner], [*inner, np.inf])]
+    assert inner and max(rates) - min(rates) > 0.05
+
+
+def test_quantile_bins_are_train_quantiles_and_reach_into_mostly_zero_amounts(ray_session, tmp_path):
+    path, schema = _census_parquet(tmp_path, 3_000)
+    schema = schema.model_copy(update={"preprocess": schema.preprocess.model_copy(update={"numeric_bin_edges": "quantile"})})
+    preprocess(str(path), schema, tmp_path / "out")
+    spec, train = FeatureSpec.load(tmp_path / "out"), pd.read_parquet(DataDir(tmp_path / "out").split("train"))
+    _assert_edges_span_train(spec, train)
     gains = next(f for f in spec.numeric if f.name == "capital_gains")
     z = train["f_capital_gains"]
     zero = z.mode()[0]
