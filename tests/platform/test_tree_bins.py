@@ -19,12 +19,12 @@ def test_an_edge_lands_where_a_label_changes_and_the_outer_edges_are_the_train_r
     assert edges == sorted(set(edges))
 
 
-def test_a_rare_task_gets_its_edge_beside_a_common_one():
+def test_a_rare_task_gets_its_edge_beside_common_ones():
     x = _x()
-    common = (x < -0.5).astype(float)  # 25 % positive
-    rare = (x > 0.9).astype(float)  # 5 % positive: unscaled, its split is worth a third of the common one's
-    edges = tree_edges(x, np.stack([common, rare], axis=1), bins=3)
-    assert min(abs(e + 0.5) for e in edges) < 0.01 and min(abs(e - 0.9) for e in edges) < 0.01
+    common = [(x < -0.5).astype(float), (x > 0.0).astype(float)]  # 25 % and 50 % positive
+    rare = (x > 0.9).astype(float)  # 5 % positive: unscaled, a tree with two splits would spend both on the common tasks
+    edges = tree_edges(x, np.stack([*common, rare], axis=1), bins=3)
+    assert min(abs(e - 0.9) for e in edges) < 0.01 and len(edges) == 4
 
 
 def test_no_more_than_bins_bins_and_none_inside_the_minimum_leaf():
