@@ -1,7 +1,8 @@
 """`tamor preprocess`: raw tiered logs → train / valid / test Parquet shards, a feature spec, online
 snapshots and a quarantine, as a streaming Ray Data pipeline.
 
-Passes over the data (none collects rows onto the driver; only vocabularies and counts come back):
+Passes over the data (only vocabularies, counts and, for the numerics' tree bin edges, a sample of at
+most 500,000 train rows' numeric and label columns come to the driver):
 
 1. read (CSV / Parquet / JSON, any pyarrow/fsspec path) → :func:`check_batch` → ``_staging/``
 2. rejected rows → ``quarantine/`` with their reason; reject fraction checked
@@ -391,9 +392,9 @@ def _cut_points(good: ray.data.Dataset, schema: LogSchema, points: int = 1001) -
 def _numeric_bins(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float], numeric: list[NumericField],
                   points: int = 257) -> list[NumericField]:
     """With ``preprocess.numeric_bin_edges: quantile``, the numerics with their quantile bin edges
-    (``preprocess.numeric_bins`` bins of train values, in standardised units). Repeated quantiles merge, so an amount that is mostly zero would keep one bin
-    for all its non-zero values, where its information is: when zeros fill more than one bin, the
-    quantiles of the non-zero values are edges too."""
+    (``preprocess.numeric_bins`` bins of train values, in standardised units). Repeated quantiles merge,
+    so an amount that is mostly zero would keep one bin for all its non-zero values, where its
+    information is: when zeros fill more than one bin, the quantiles of the non-zero values are edges too."""
     bins = schema.preprocess.numeric_bins
     if not numeric or bins < 2 or schema.preprocess.numeric_bin_edges != "quantile":
         return numeric

@@ -23,7 +23,8 @@ def tree_edges(x: np.ndarray, targets: np.ndarray, bins: int, min_leaf: int = MI
     ascending edges: the train minimum, the thresholds of a tree with at most ``bins`` leaves, the maximum.
 
     Each task's column is scaled to unit variance first, so a rare task's splits count as much as a
-    common one's. A feature the tree cannot split gets ``[min, max]``: one bin, a linear response.
+    common one's. A feature the tree cannot split gets ``[min, max]``: one bin, a linear response
+    (a constant feature: its one value, and :func:`fit_tree_bins` leaves it to the model's default edges).
     """
     scale = targets.std(axis=0)
     y = targets[:, scale > 0] / scale[scale > 0]

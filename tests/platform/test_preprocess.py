@@ -166,7 +166,7 @@ def test_numeric_bins_are_tree_splits_of_the_train_labels_in_the_one_encoder(cen
     _assert_edges_span_train(spec, train)
     assert [f.bins for f in encoder.numeric] == [f.bins for f in spec.numeric]  # what serving's model is built from
     assert all(len(f.bins) <= load_schema("census_income").preprocess.numeric_bins + 1 for f in spec.numeric)
-    # income rises with weeks worked: the edges fall where the income rate changes most, within the train range
+    # income rises with weeks worked: the tree's bins separate rows of clearly different income rates
     weeks = next(f for f in spec.numeric if f.name == "weeks_worked")
     inner = list(weeks.bins[1:-1])
     rates = [train.loc[(train["f_weeks_worked"] > lo) & (train["f_weeks_worked"] <= hi), "label_income"].mean()
