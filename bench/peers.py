@@ -6,7 +6,7 @@ scikit-learn HistGradientBoosting per task, on the same preprocessed splits with
     python bench/peers.py --synthetic 200000 --seeds 3
 
 The splits come from `tamor preprocess` (Ray Data): one encoder, the same features for every model
-(the tier and scenario columns included). Every deep model is fitted by the same loop: Adam, the same
+(the tier and scenario columns included). Every deep model is fitted by the same loop: AdamW, the same
 learning rate and batch size, a fresh shuffle every epoch, early stopping on the mean validation AUC
 over tasks with the best weights restored; N seeds each. Test AUC and log loss per task × (overall,
 each tier) are written as mean ± std (``peers.csv``, ``peers.md``) with the wall time of each fit.
@@ -42,6 +42,7 @@ TAMOR_MODELS = ["shared_bottom", "mmoe", "ple", "per_tier_mmoe", "tamor"]
 PEERS = ["rechub_mmoe", "rechub_ple", "hgb"]
 ABLATIONS = {  # variants on the same splits and seeds, by --models
     "tamor_paper": {"name": "tamor", "shared_path": False},  # the paper's TAMOR: no shared path
+    "tamor_decayed": {"name": "tamor", "correction_decay": 1.0},  # the tier-aware correction pulled towards MMoE
     **{f"{m}_{n}": {"name": m, "numeric_embedding": n} for m in ("tamor", "mmoe") for n in ("periodic", "piecewise", "linear")},
 }
 MIN_POSITIVES = 50  # cells with fewer test positives are shown but not judged
@@ -112,11 +113,13 @@ def mean_auc(probs: np.ndarray, batch: dict[str, Tensor]) -> float:
 
 
 def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, args, seed: int) -> tuple[np.ndarray, int]:
-    """Adam, shuffled mini-batches, early stopping on the mean validation AUC; test probabilities of the best epoch."""
+    """AdamW, shuffled mini-batches, early stopping on the mean validation AUC; test probabilities of the best epoch."""
     torch.manual_seed(seed)
     model = make()
     loss_fn = MultiTaskLoss(spec)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    # `tamor train`'s optimizer: AdamW over the model's own parameter groups (TAMOR may decay its correction more)
+    groups = model.parameter_groups(args.weight_decay) if hasattr(model, "parameter_groups") else model.parameters()
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
     train, n = splits["train"], len(splits["train"]["tier"])
     generator = torch.Generator().manual_seed(seed)
     best, best_state, stale, epochs = -1.0, None, 0, 0

@@ -45,6 +45,11 @@ class MultiTaskModel(nn.Module):
         """User, item and context inputs concatenated: ``[B, d_user + d_item + d_context]``."""
         return torch.cat([self.inputs(batch, s) for s in ("user", "item", "context")], dim=-1)
 
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """The optimizer's parameter groups (``torch.optim.AdamW(model.parameter_groups(wd), lr=...)``):
+        one, decaying by ``weight_decay``; a model may decay some of its parts more."""
+        return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
+
     @property
     def joint_dim(self) -> int:
         return sum(self.inputs.dims.values())

@@ -29,6 +29,9 @@ class ModelConfig(BaseModel):
     soft_init: float = Field(3.0, description="soft encoding logits start at soft_init · one-hot")
     bias_dim: int = Field(16, ge=1, description="width of the user-bias vector b")
     shared_path: bool = Field(True, description="TAMOR: task-gated experts over all inputs beside the tier-aware path")
+    correction_decay: float = Field(
+        0.0, ge=0, description="TAMOR with the shared path: extra AdamW weight decay on the tier-aware part (towards MMoE)"
+    )
     user_specific_tasks: list[str] = Field(default_factory=lambda: ["invest", "large_invest"])
     dropout: float = Field(0.0, ge=0, lt=1)
     loss_weights: dict[str, float] = Field(default_factory=dict, description="λ_t; tasks not named get 1.0")

@@ -199,7 +199,7 @@ def train_loop_per_worker(config: dict) -> None:
     # a dataset may leave parts of a model unused (census has no item-level task for a user-specific tower)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     loss_fn = MultiTaskLoss(spec, cfg.model.loss_weights).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(core.parameter_groups(cfg.weight_decay), lr=cfg.lr)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
 

@@ -134,3 +134,30 @@ def test_tamor_starts_as_its_shared_path_and_learns_a_tier_aware_correction(spec
     assert not torch.allclose(model(batch)["click"], model(other_tier)["click"])  # and then it learns one
     paper = build_model(ModelConfig(shared_path=False, **SMALL), spec).eval()
     assert paper.shared is None and not torch.allclose(paper(batch)["click"], paper(other_tier)["click"])
+
+
+def test_tamor_decays_only_its_tier_aware_correction_and_so_keeps_it_small(spec, batch):
+    model = build_model(ModelConfig(correction_decay=2.0, **SMALL), spec)
+    rest, correction = model.parameter_groups(weight_decay=0.0)
+    assert (rest["weight_decay"], correction["weight_decay"]) == (0.0, 2.0)
+    assert len(rest["params"]) + len(correction["params"]) == len(list(model.parameters()))
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].startswith(("inputs.", "shared.", "shared_towers.")) for p in rest["params"])
+    assert any(names[id(p)].startswith("user_ple.") for p in correction["params"])
+    assert len(build_model(ModelConfig(shared_path=False, **SMALL), spec).parameter_groups(0.0)) == 1  # the paper's form
+
+    def tier_gap(decay: float) -> float:  # how far the logits move when only the tier changes, after training
+        torch.manual_seed(0)
+        m = build_model(ModelConfig(correction_decay=decay, **SMALL), spec)
+        opt = torch.optim.AdamW(m.parameter_groups(0.0), lr=0.01)
+        for _ in range(30):
+            total, _ = MultiTaskLoss(spec)(m(batch), batch)
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+        m.eval()
+        other_tier = dict(batch, tier=(batch["tier"] + 1) % len(spec.tiers))
+        with torch.no_grad():
+            return float((m(batch)["click"] - m(other_tier)["click"]).abs().mean())
+
+    assert tier_gap(decay=5.0) < 0.2 * tier_gap(decay=0.0)
