@@ -42,7 +42,7 @@ TAMOR_MODELS = ["shared_bottom", "mmoe", "ple", "per_tier_mmoe", "tamor"]
 PEERS = ["rechub_mmoe", "rechub_ple", "hgb"]
 ABLATIONS = {  # variants on the same splits and seeds, by --models
     "tamor_paper": {"name": "tamor", "shared_path": False},  # the paper's TAMOR: no shared path
-    "tamor_decayed": {"name": "tamor", "correction_decay": 1.0},  # the tier-aware correction pulled towards MMoE
+    "tamor_undecayed": {"name": "tamor", "correction_decay": 0.0},  # the tier-aware part decays like the rest
     **{f"{m}_{n}": {"name": m, "numeric_embedding": n} for m in ("tamor", "mmoe") for n in ("periodic", "piecewise", "linear")},
 }
 MIN_POSITIVES = 50  # cells with fewer test positives are shown but not judged
@@ -117,7 +117,7 @@ def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, ar
     torch.manual_seed(seed)
     model = make()
     loss_fn = MultiTaskLoss(spec)
-    # `tamor train`'s optimizer: AdamW over the model's own parameter groups (TAMOR may decay its correction more)
+    # `tamor train`'s optimizer: AdamW over the model's own parameter groups (TAMOR decays its correction more)
     groups = model.parameter_groups(args.weight_decay) if hasattr(model, "parameter_groups") else model.parameters()
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
     train, n = splits["train"], len(splits["train"]["tier"])

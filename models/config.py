@@ -30,7 +30,7 @@ class ModelConfig(BaseModel):
     bias_dim: int = Field(16, ge=1, description="width of the user-bias vector b")
     shared_path: bool = Field(True, description="TAMOR: task-gated experts over all inputs beside the tier-aware path")
     correction_decay: float = Field(
-        0.0, ge=0, description="TAMOR with the shared path: extra AdamW weight decay on the tier-aware part (towards MMoE)"
+        1.0, ge=0, description="TAMOR with the shared path: AdamW weight decay on the tier-aware part (towards MMoE); 0: as the rest"
     )
     user_specific_tasks: list[str] = Field(default_factory=lambda: ["invest", "large_invest"])
     dropout: float = Field(0.0, ge=0, lt=1)

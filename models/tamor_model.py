@@ -11,7 +11,7 @@
                                                     user-level tasks: a tower on all user inputs)
     logit_t = shared logit_t + tier-aware logit_t    (the user-level heads on b add to theirs likewise)
 
-Two additions to the paper, both chosen on real logs (census, bench/peers.py):
+Three additions to the paper, all chosen on real logs (census, bench/peers.py):
 
 - the elementwise product r_u ⊙ r_i hands the towers the user × item interaction (a tier's taste for
   a scenario) that MMoE's experts get from seeing user and item features together;
@@ -19,10 +19,11 @@ Two additions to the paper, both chosen on real logs (census, bench/peers.py):
   correction to its logit. Their last layers start at zero, so training starts from MMoE and the
   tier-aware part earns its place: where tiers do not behave differently, TAMOR falls back to MMoE's
   quality instead of below it. User-level tasks see every user input through it too, not only the
-  bias tower. ``shared_path: false`` gives the paper's form. ``correction_decay`` > 0 decays the
-  tier-aware part more than the rest (AdamW's decoupled weight decay on its parameters), pulling it towards
-  MMoE; off by default: on census it lifts the small tiers, on the synthetic world it costs the
-  user-specific tasks (README, "Real data").
+  bias tower. ``shared_path: false`` gives the paper's form.
+- the tier-aware part decays more than the rest (``correction_decay``, AdamW's decoupled weight decay
+  on its parameters; default 1.0), pulling it towards MMoE: it moves only as far as the train labels keep
+  pushing it, so a small tier's few rows bend it less. On census it lifts income for every tier; on the
+  synthetic world it costs invest and large_invest ~0.004 AUC and TAMOR stays ahead of every other model.
 """
 
 from __future__ import annotations

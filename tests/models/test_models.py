@@ -144,6 +144,8 @@ def test_tamor_decays_only_its_tier_aware_correction_and_so_keeps_it_small(spec,
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(names[id(p)].startswith(("inputs.", "shared.", "shared_towers.")) for p in rest["params"])
     assert any(names[id(p)].startswith("user_ple.") for p in correction["params"])
+    assert len(build_model(ModelConfig(**SMALL), spec).parameter_groups(0.0)) == 2  # decayed by default
+    assert len(build_model(ModelConfig(correction_decay=0.0, **SMALL), spec).parameter_groups(0.0)) == 1
     assert len(build_model(ModelConfig(shared_path=False, **SMALL), spec).parameter_groups(0.0)) == 1  # the paper's form
 
     def tier_gap(decay: float) -> float:  # how far the logits move when only the tier changes, after training
