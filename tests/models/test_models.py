@@ -117,6 +117,15 @@ def test_loading_a_foreign_file_is_a_clear_error(tmp_path):
         load_model(tmp_path / "other.pt")
 
 
+def train_steps(model, spec, batch, optimizer: torch.optim.Optimizer, steps: int) -> None:
+    """A few full-batch steps of the multi-task loss."""
+    for _ in range(steps):
+        total, _ = MultiTaskLoss(spec)(model(batch), batch)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+
+
 def test_tamor_starts_as_its_shared_path_and_learns_a_tier_aware_correction(spec, batch):
     model = build_model(ModelConfig(**SMALL), spec)
     other_tier = dict(batch, tier=(batch["tier"] + 1) % len(spec.tiers))
@@ -124,12 +133,7 @@ def test_tamor_starts_as_its_shared_path_and_learns_a_tier_aware_correction(spec
     for task, logit in model(batch).items():  # at initialisation the tier-aware correction is zero
         torch.testing.assert_close(logit, model(other_tier)[task])
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(5):
-        total, _ = MultiTaskLoss(spec)(model(batch), batch)
-        opt.zero_grad()
-        total.backward()
-        opt.step()
+    train_steps(model, spec, batch, torch.optim.Adam(model.parameters(), lr=0.01), steps=5)
     model.eval()
     assert not torch.allclose(model(batch)["click"], model(other_tier)["click"])  # and then it learns one
     paper = build_model(ModelConfig(shared_path=False, **SMALL), spec).eval()
@@ -151,12 +155,7 @@ def test_tamor_decays_only_its_tier_aware_correction_and_so_keeps_it_small(spec,
     def tier_gap(decay: float) -> float:  # how far the logits move when only the tier changes, after training
         torch.manual_seed(0)
         m = build_model(ModelConfig(correction_decay=decay, **SMALL), spec)
-        opt = torch.optim.AdamW(m.parameter_groups(0.0), lr=0.01)
-        for _ in range(30):
-            total, _ = MultiTaskLoss(spec)(m(batch), batch)
-            opt.zero_grad()
-            total.backward()
-            opt.step()
+        train_steps(m, spec, batch, torch.optim.AdamW(m.parameter_groups(0.0), lr=0.01), steps=30)
         m.eval()
         other_tier = dict(batch, tier=(batch["tier"] + 1) % len(spec.tiers))
         with torch.no_grad():
