@@ -71,22 +71,17 @@ class TAMOR(MultiTaskModel):
                 nn.init.zeros_(head.weight)  # the tier-aware correction starts at zero: training starts from MMoE
                 nn.init.zeros_(head.bias)
 
-    def correction_parameters(self) -> list[nn.Parameter]:
-        """The tier- and scenario-aware part: everything but the inputs and the shared path (all of it without one)."""
-        base = {id(p) for m in (self.inputs, self.shared, self.shared_towers) if m is not None for p in m.parameters()}
-        return [p for p in self.parameters() if id(p) not in base]
-
     def parameter_groups(self, weight_decay: float) -> list[dict]:
-        """With the shared path and ``correction_decay`` > 0, the correction decays by it (at least by
-        ``weight_decay``): pulled towards zero, i.e. towards MMoE, it moves only as far as the train labels keep
-        pushing it, so a small tier's few rows bend it less."""
+        """With the shared path and ``correction_decay`` > 0, the tier- and scenario-aware part (everything but
+        the inputs and the shared path) decays by it, at least by ``weight_decay``: pulled towards zero, i.e.
+        towards MMoE, it moves only as far as the train labels keep pushing it, so a small tier's few rows
+        bend it less."""
         if self.shared is None or self.config.correction_decay == 0:
             return super().parameter_groups(weight_decay)
-        correction = self.correction_parameters()
-        ids = {id(p) for p in correction}
-        rest = [p for p in self.parameters() if id(p) not in ids]
-        return [{"params": rest, "weight_decay": weight_decay},
-                {"params": correction, "weight_decay": max(weight_decay, self.config.correction_decay)}]
+        base = {id(p) for m in (self.inputs, self.shared, self.shared_towers) for p in m.parameters()}
+        return [{"params": [p for p in self.parameters() if id(p) in base], "weight_decay": weight_decay},
+                {"params": [p for p in self.parameters() if id(p) not in base],
+                 "weight_decay": max(weight_decay, self.config.correction_decay)}]
 
     def _sides(self, batch: Mapping[str, Tensor], x: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``V_u [B, g_u, h]``, ``r_u [B, h]``, ``r_i [B, h]`` from the side inputs ``x`` (computed if not given)."""
