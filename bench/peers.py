@@ -36,7 +36,7 @@ from tamor.models.inputs import batch_columns, batch_from_columns
 from tamor.models.loss import MultiTaskLoss
 from tamor.models.metrics import evaluate_predictions
 from tamor.platform.data_dir import DataDir
-from tamor.platform.train import TrainConfig
+from tamor.platform.train import TrainConfig, weight_average
 
 TAMOR_MODELS = ["shared_bottom", "mmoe", "ple", "per_tier_mmoe", "tamor"]
 PEERS = ["rechub_mmoe", "rechub_ple", "hgb"]
@@ -45,6 +45,7 @@ ABLATIONS = {  # variants on the same splits and seeds, by --models
     "tamor_undecayed": {"name": "tamor", "correction_decay": 0.0},  # the tier-aware part decays like the rest
     **{f"{m}_{n}": {"name": m, "numeric_embedding": n} for m in ("tamor", "mmoe") for n in ("periodic", "piecewise", "linear")},
 }
+EMA_ABLATION = 0.99  # <model>_ema: that model validated and tested on its weights' moving average
 MIN_POSITIVES = 50  # cells with fewer test positives are shown but not judged
 
 
@@ -112,14 +113,19 @@ def mean_auc(probs: np.ndarray, batch: dict[str, Tensor]) -> float:
     return float(np.mean(aucs))
 
 
-def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, args, seed: int) -> tuple[np.ndarray, int]:
-    """AdamW, shuffled mini-batches, early stopping on the mean validation AUC; test probabilities of the best epoch."""
+def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, args, seed: int,
+              ema_decay: float | None = None) -> tuple[np.ndarray, int]:
+    """AdamW, shuffled mini-batches, early stopping on the mean validation AUC; test probabilities of the best
+    epoch (of the weights' moving average with an ``ema_decay``, as in `tamor train`; default ``args.ema_decay``)."""
+    ema_decay = args.ema_decay if ema_decay is None else ema_decay
     torch.manual_seed(seed)
     model = make()
     loss_fn = MultiTaskLoss(spec)
     # `tamor train`'s optimizer: AdamW over the model's own parameter groups (TAMOR decays its correction more)
     groups = model.parameter_groups(args.weight_decay) if hasattr(model, "parameter_groups") else model.parameters()
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
+    average = weight_average(model, ema_decay)
+    judged = average.module if average is not None else model  # `tamor train` validates and keeps the average
     train, n = splits["train"], len(splits["train"]["tier"])
     generator = torch.Generator().manual_seed(seed)
     best, best_state, stale, epochs = -1.0, None, 0, 0
@@ -131,16 +137,18 @@ def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, ar
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
+            if average is not None:
+                average.update_parameters(model)
         epochs += 1
-        score = mean_auc(predict(model, splits["valid"], spec.task_names), splits["valid"])
+        score = mean_auc(predict(judged, splits["valid"], spec.task_names), splits["valid"])
         if score > best:
-            best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+            best, best_state, stale = score, copy.deepcopy(judged.state_dict()), 0
         else:
             stale += 1
             if stale >= args.patience:
                 break
-    model.load_state_dict(best_state)
-    return predict(model, splits["test"], spec.task_names), epochs
+    judged.load_state_dict(best_state)
+    return predict(judged, splits["test"], spec.task_names), epochs
 
 
 def fit_hgb(spec: FeatureSpec, splits: dict, seed: int) -> tuple[np.ndarray, int]:
@@ -179,8 +187,9 @@ def run(data: DataDir, args) -> pd.DataFrame:
             elif name.startswith("rechub_"):
                 probs, epochs = fit_torch(lambda k=name[7:]: RechubAdapter(k, spec), spec, splits, args, seed)
             else:
-                config = ModelConfig(**ABLATIONS.get(name, {"name": name}))
-                probs, epochs = fit_torch(lambda c=config: build_model(c, spec), spec, splits, args, seed)
+                base, ema = (name[:-4], EMA_ABLATION) if name.endswith("_ema") else (name, None)
+                config = ModelConfig(**ABLATIONS.get(base, {"name": base}))
+                probs, epochs = fit_torch(lambda c=config: build_model(c, spec), spec, splits, args, seed, ema)
             seconds = time.perf_counter() - start
             metrics = evaluate_predictions(spec, probs, test["labels"].numpy(), test["label_mask"].numpy(), test["tier"].numpy(),
                                            test["scenario"].numpy())
@@ -227,6 +236,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=recipe.batch_size)
     ap.add_argument("--lr", type=float, default=recipe.lr)
     ap.add_argument("--weight-decay", type=float, default=recipe.weight_decay)
+    ap.add_argument("--ema-decay", type=float, default=recipe.ema_decay)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/peers"))
     args = ap.parse_args()

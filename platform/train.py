@@ -24,6 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.train.torch import TorchTrainer
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tamor.models.config import ModelConfig
 from tamor.models.errors import TamorError
@@ -50,6 +51,10 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(1024, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    ema_decay: float = Field(
+        0.0, ge=0, lt=1, description="an exponential moving average of the weights, updated every step (e.g. 0.99), is "
+        "what is validated, checkpointed and served; 0: the raw weights"
+    )
     num_workers: int = Field(1, ge=1)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = Field(
         "PACK", description="where the workers go: STRICT_SPREAD puts each on its own node (a multi-node cluster)"
@@ -112,6 +117,15 @@ class SpecCollate(NumpyBatchCollateFn):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return batch_from_columns(self.spec, batch)
+
+
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights (``update_parameters(model)`` after every step),
+    or None when ``decay`` is 0. It smooths the step-to-step noise of the last epochs, which moves small
+    tiers' AUC most."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))  # buffers are constants (bin edges): copied
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -188,16 +202,22 @@ def train_loop_per_worker(config: dict) -> None:
     amp = device.type == "cuda"
 
     model = build_model(cfg.model, spec, data.encoder())
-    optimizer_state, start_epoch, best, stale = None, 0, None, 0
+    optimizer_state, start_epoch, best, stale, saved = None, 0, None, 0, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # recovery after a failure, or an explicit resume
         with checkpoint.as_directory() as d:
-            model.load_state_dict(torch.load(Path(d) / MODEL_FILE, weights_only=True)["state_dict"])
+            saved = torch.load(Path(d) / MODEL_FILE, weights_only=True)["state_dict"]
             state = torch.load(Path(d) / TRAINING_STATE_FILE, weights_only=True)
+        model.load_state_dict(state.get("raw_state_dict", saved))  # with an average, the checkpoint's model is the average
         optimizer_state, start_epoch, best, stale = state["optimizer"], state["epoch"] + 1, state["best"], state["stale"]
     core = model
     # a dataset may leave parts of a model unused (census has no item-level task for a user-specific tower)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    average = weight_average(core, cfg.ema_decay)  # on the device, like core; the same on every worker (DDP keeps them equal)
+    if average is not None and saved is not None:
+        average.module.load_state_dict(saved)
+        average.n_averaged.fill_(1)  # go on averaging from the saved average, not restart from the raw weights
+    judged = average.module if average is not None else model  # what is validated and checkpointed
     loss_fn = MultiTaskLoss(spec, cfg.model.loss_weights).to(device)
     optimizer = torch.optim.AdamW(core.parameter_groups(cfg.weight_decay), lr=cfg.lr)
     if optimizer_state is not None:
@@ -230,6 +250,8 @@ def train_loop_per_worker(config: dict) -> None:
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
+            if average is not None:
+                average.update_parameters(core)
             if _any_worker(not torch.isfinite(total.detach()).item(), ctx.get_world_size(), device):
                 diverged = True
                 break
@@ -243,7 +265,7 @@ def train_loop_per_worker(config: dict) -> None:
             break
         elapsed = time.perf_counter() - start
         # each worker scores its shard of the validation split; the metrics come from everyone's predictions
-        own = predict_split(model, valid_shard.iter_torch_batches(batch_size=4096, collate_fn=collate), device, amp)
+        own = predict_split(judged, valid_shard.iter_torch_batches(batch_size=4096, collate_fn=collate), device, amp)
         preds, workers = gather_predictions(own, ctx.get_world_size())
         metrics_table = evaluate_predictions(spec, preds["probs"], preds["labels"], preds["label_mask"], preds["tier"], preds["scenario"])
         del preds
@@ -273,8 +295,11 @@ def train_loop_per_worker(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                torch.save(model_state(core), Path(tmp) / MODEL_FILE)
-                torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch, "best": best, "stale": stale}, Path(tmp) / TRAINING_STATE_FILE)
+                torch.save(model_state(average.module if average is not None else core), Path(tmp) / MODEL_FILE)
+                training_state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "best": best, "stale": stale}
+                if average is not None:  # the raw weights training goes on from
+                    training_state["raw_state_dict"] = {k: v.detach().cpu() for k, v in core.state_dict().items()}
+                torch.save(training_state, Path(tmp) / TRAINING_STATE_FILE)
                 metrics_table.to_csv(Path(tmp) / "valid_metrics.csv", index=False)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tamor.models.config import ModelConfig
 from tamor.models.errors import TamorError
@@ -15,7 +16,7 @@ from tamor.models.factory import load_model
 from tamor.platform.data_dir import DataDir
 from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
 from tamor.platform.tracking import read_offline_history
-from tamor.platform.train import TrainConfig, build_trainer, epoch_batches, train
+from tamor.platform.train import TRAINING_STATE_FILE, TrainConfig, build_trainer, epoch_batches, train, weight_average
 
 TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, num_experts=2, ple_levels=1)
 
@@ -111,9 +112,28 @@ def test_evaluation_serving_and_ab_runs_share_the_demo_group(tmp_path):
 
 
 def test_a_worker_failure_recovers_from_the_last_checkpoint(ray_session, synthetic_data, tmp_path):
-    summary = train(config(synthetic_data, tmp_path, fail_at_epoch=1, max_failures=1))
+    # with a moving average of the weights: the checkpoint's model is the average, the raw weights are kept to go on from
+    summary = train(config(synthetic_data, tmp_path, fail_at_epoch=1, max_failures=1, ema_decay=0.9))
     assert (tmp_path / summary["name"] / ".failed_at_1").exists()  # it did fail
     assert epochs_run(summary) == [0, 1]  # and went on from epoch 0's checkpoint, not from scratch
+    served = load_model(summary["best_checkpoint"]).state_dict()
+    raw = torch.load(Path(summary["best_checkpoint"]) / TRAINING_STATE_FILE, weights_only=True)["raw_state_dict"]
+    assert served.keys() == raw.keys()
+    assert any(not torch.equal(served[k], raw[k]) for k in raw)  # what is served is not the last step's weights
+
+
+def test_the_weight_average_follows_the_weights_by_its_decay():
+    net = torch.nn.Linear(2, 1)
+    average = weight_average(net, 0.9)
+    start = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    average.update_parameters(net)  # the first update copies (n_averaged 0), later ones move by 1 - decay
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    average.update_parameters(net)
+    assert torch.allclose(average.module.weight, start + 1.0 + 0.1)
+    assert weight_average(net, 0.0) is None
 
 
 def test_resume_continues_from_the_saved_epoch_and_paper_table(ray_session, synthetic_data, tmp_path, ddp_run):
