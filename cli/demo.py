@@ -117,21 +117,23 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
         s["figure"] = f"TAMOR ahead of MMoE in {int((table['lift_pct'] > 0).sum())} of {int(table['lift_pct'].notna().sum())} cells"
 
     registry = Registry(out / "registry")
-    with step("short sweep of λ, τ and the learning rate (Ray Tune + Optuna + ASHA)") as s:
-        registry.export(Path(runs["tamor"]["best_checkpoint"]) / MODEL_FILE, runs["tamor"]["best_metrics"],
-                        metric="val_auc_mean", source={"kind": "run", "run": runs["tamor"]["name"]})
-        sc = SweepConfig(
-            train=TrainConfig(data_dir=str(data), model=model, epochs=cfg.sweep_epochs, batch_size=2048, cpus_per_worker=0.25,
-                              patience=cfg.sweep_epochs),
-            num_samples=cfg.sweep_trials, max_concurrent=2, storage_path=str(out / "tune"), registry=str(out / "registry"),
-            seed=cfg.seed, wandb_group=out.name, verbose=1 if cfg.verbose else 0,
-        )
-        summary = sweep(sc)
-        (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=str))
-        (out / "trials.png").write_bytes((Path(summary["path"]) / "trials.png").read_bytes())
-        best = registry.resolve("best")
-        s["figure"] = (f"best trial objective {summary['best_objective']:.4f}, {summary['stopped_early']} of {summary['trials']} "
-                       f"stopped early; registry best = {best.name}")
+    registry.export(Path(runs["tamor"]["best_checkpoint"]) / MODEL_FILE, runs["tamor"]["best_metrics"],
+                    metric="val_auc_mean", source={"kind": "run", "run": runs["tamor"]["name"]})
+    summary = None
+    if cfg.sweep_trials:  # 0: no sweep (tests/tuning covers it); serving takes the TAMOR run
+        with step("short sweep of λ, τ and the learning rate (Ray Tune + Optuna + ASHA)") as s:
+            sc = SweepConfig(
+                train=TrainConfig(data_dir=str(data), model=model, epochs=cfg.sweep_epochs, batch_size=2048, cpus_per_worker=0.25,
+                                  patience=cfg.sweep_epochs),
+                num_samples=cfg.sweep_trials, max_concurrent=2, storage_path=str(out / "tune"), registry=str(out / "registry"),
+                seed=cfg.seed, wandb_group=out.name, verbose=1 if cfg.verbose else 0,
+            )
+            summary = sweep(sc)
+            (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=str))
+            (out / "trials.png").write_bytes((Path(summary["path"]) / "trials.png").read_bytes())
+            best = registry.resolve("best")
+            s["figure"] = (f"best trial objective {summary['best_objective']:.4f}, {summary['stopped_early']} of {summary['trials']} "
+                           f"stopped early; registry best = {best.name}")
 
     with step("Fig. 3: tier-aware vs tier-agnostic representations") as s:
         tamor_model = load_model(runs["tamor"]["best_checkpoint"])
@@ -170,8 +172,9 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
     from tamor.cli.common import print_frame
 
     print_frame("TAMOR vs MMoE: test AUC per task and user tier", table)
-    console.print(f"logs: {out / 'logs'}   W&B (offline; `wandb sync`): {out}/train/*/wandb, {summary['path']}/wandb, {out / 'wandb'}")
-    console.print(f"plots: {out / 'paper_table.png'}, {out / 'fig3.png'}, {out / 'trials.png'}")
+    sweep_wandb = f"{summary['path']}/wandb, " if summary else ""
+    console.print(f"logs: {out / 'logs'}   W&B (offline; `wandb sync`): {out}/train/*/wandb, {sweep_wandb}{out / 'wandb'}")
+    console.print(f"plots: {out / 'paper_table.png'}, {out / 'fig3.png'}" + (f", {out / 'trials.png'}" if summary else ""))
     console.print(f"report: {report_path}", highlight=False)
     return out
 

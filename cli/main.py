@@ -230,7 +230,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory (report, plots, checkpoints, registry, W&B)."),
     rows: int = typer.Option(200_000, min=1000, help="Impressions in the synthetic world (bigger: --rows 5000000)."),
     epochs: int = typer.Option(3, min=1, help="Training epochs of TAMOR and MMoE."),
-    sweep_trials: int = typer.Option(4, min=1, help="Trials of the short sweep."),
+    sweep_trials: int = typer.Option(4, min=0, help="Trials of the short sweep (0: no sweep)."),
     sweep_epochs: int = typer.Option(2, min=1, help="Epochs per sweep trial."),
     requests: int = typer.Option(40, min=1, help="Sample HTTP requests to the served model."),
     ab_days: int = typer.Option(7, min=1, help="Days of the simulated online A/B test."),

@@ -111,7 +111,10 @@ def write_serve_config(path: str | Path, args: AppArgs, **kw: Any) -> dict:
 
 
 def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, blocking: bool = False) -> None:
-    """Start Serve's HTTP proxy on ``host:port`` and run the app (a redeploy swaps the model in place).
+    """Start Serve's HTTP proxy on ``host:port`` and run the app. Run again (a new model), it replaces
+    every replica: requests wait for the new ones and the old ones drain theirs (``DEPLOYMENTS``'s grace
+    period). Only the model changes in place, without new replicas, through ``serve deploy`` of the
+    config file (:func:`write_serve_config`): there the model is the Ranker's ``user_config``.
 
     The model is loaded and checked here first, as the Ranker will (:func:`load_checked`): a bad push
     fails in seconds with the reason and never reaches the running app. (Should one get past this, the

@@ -34,12 +34,16 @@ from tamor.serve.store import StoreUnavailable, open_store
 # Each deployment's resources and concurrency, named once (decorators, the app builder and the
 # `serve deploy` config read this table). Fractional CPUs: the graph starts on a 2-CPU machine.
 # No per-request access log: one INFO line per request per replica costs every hop (errors still log).
-_QUIET = {"logging_config": {"enable_access_log": False}}
+# A redeploy (`tamor serve` / `serve.run` again, a new model) replaces every replica, and an old
+# replica drains its in-flight requests through the *new* downstream replicas, which may take
+# longer than Serve's default 20 s to start on a busy machine: past the grace period the old
+# replica is killed and its requests fail with a 500 (seen in CI). Two minutes covers a start.
+_COMMON = {"logging_config": {"enable_access_log": False}, "graceful_shutdown_timeout_s": 120.0}
 DEPLOYMENTS: dict[str, dict[str, Any]] = {
-    "Ingress": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 128, **_QUIET},
-    "FeatureLookup": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64, **_QUIET},
-    "Ranker": {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 128, **_QUIET},
-    "Reranker": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64, **_QUIET},
+    "Ingress": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 128, **_COMMON},
+    "FeatureLookup": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64, **_COMMON},
+    "Ranker": {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 128, **_COMMON},
+    "Reranker": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64, **_COMMON},
 }
 
 

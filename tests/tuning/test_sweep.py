@@ -90,8 +90,8 @@ def test_an_interrupted_sweep_resumes(ray_session, synthetic_data, tmp_path):
     # Every trial's trainer dies once at epoch 1 (max_failures=0 inside a sweep), so the first
     # fit ends with errored trials: an interrupted sweep. Tuner.restore re-runs them; each trainer
     # run resumes from its own last checkpoint, so epoch 0 is not trained twice.
-    cfg = sweep_config(synthetic_data, tmp_path, num_samples=2, registry=None, grace_period=3)  # no ASHA stops
-    cfg.train.fail_at_epoch = 1
+    cfg = sweep_config(synthetic_data, tmp_path, num_samples=2, registry=None, grace_period=2)  # no ASHA stops
+    cfg.train.epochs, cfg.train.fail_at_epoch = 2, 1
     first = sweep(cfg)
     before = pd.read_csv(Path(first["path"]) / "trials.csv")
     assert (before["status"] == "ERROR").all()
