@@ -37,7 +37,7 @@ from tamor.serve.store import StoreUnavailable, open_store
 # A redeploy (`tamor serve` / `serve.run` again, a new model) replaces every replica, and an old
 # replica drains its in-flight requests through the *new* downstream replicas, which may take
 # longer than Serve's default 20 s to start on a busy machine: past the grace period the old
-# replica is killed and its requests fail with a 500 (seen in CI). Two minutes covers a start.
+# replica is killed and its requests fail with a 500 (seen in a full test run). Two minutes covers a start.
 _COMMON = {"logging_config": {"enable_access_log": False}, "graceful_shutdown_timeout_s": 120.0}
 DEPLOYMENTS: dict[str, dict[str, Any]] = {
     "Ingress": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 128, **_COMMON},
