@@ -7,7 +7,7 @@ scikit-learn HistGradientBoosting per task, on the same preprocessed splits with
 
 The splits come from `tamor preprocess` (Ray Data): one encoder, the same features for every model
 (the tier and scenario columns included). Every deep model is fitted by the same loop: AdamW, the same
-learning rate and batch size, a fresh shuffle every epoch, early stopping on the mean validation AUC
+learning rate and batch size, targets mixed with the out-of-fold tree teacher's (``--distill``), a fresh shuffle every epoch, early stopping on the mean validation AUC
 over tasks with the best weights restored; N seeds each. Test AUC and log loss per task × (overall,
 each tier) are written as mean ± std (``peers.csv``, ``peers.md``) with the wall time of each fit.
 """
@@ -36,6 +36,7 @@ from tamor.models.inputs import batch_columns, batch_from_columns
 from tamor.models.loss import MultiTaskLoss
 from tamor.models.metrics import evaluate_predictions
 from tamor.platform.data_dir import DataDir
+from tamor.platform.teacher import has_teacher
 from tamor.platform.train import TrainConfig, weight_average
 
 TAMOR_MODELS = ["shared_bottom", "mmoe", "ple", "per_tier_mmoe", "tamor"]
@@ -46,14 +47,15 @@ ABLATIONS = {  # variants on the same splits and seeds, by --models
     **{f"{m}_{n}": {"name": m, "numeric_embedding": n} for m in ("tamor", "mmoe") for n in ("periodic", "piecewise", "linear")},
 }
 EMA_ABLATION = 0.99  # <model>_ema: that model validated and tested on its weights' moving average
+# <model>_labels: that model trained on the labels alone (no tree teacher, distill 0)
 MIN_POSITIVES = 50  # cells with fewer test positives are shown but not judged
 
 
 # ------------------------------------------------------------------------------------------ data
 
 
-def load_split(data: DataDir, split: str, spec: FeatureSpec) -> dict[str, Tensor]:
-    frame = pd.read_parquet(data.split(split), columns=batch_columns(spec))
+def load_split(data: DataDir, split: str, spec: FeatureSpec, with_teacher: bool = False) -> dict[str, Tensor]:
+    frame = pd.read_parquet(data.split(split), columns=batch_columns(spec, with_teacher=with_teacher))
     return batch_from_columns(spec, {c: frame[c].to_numpy() for c in frame.columns})
 
 
@@ -114,13 +116,14 @@ def mean_auc(probs: np.ndarray, batch: dict[str, Tensor]) -> float:
 
 
 def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, args, seed: int,
-              ema_decay: float | None = None) -> tuple[np.ndarray, int]:
-    """AdamW, shuffled mini-batches, early stopping on the mean validation AUC; test probabilities of the best
-    epoch (of the weights' moving average with an ``ema_decay``, as in `tamor train`; default ``args.ema_decay``)."""
+              ema_decay: float | None = None, distill: float | None = None) -> tuple[np.ndarray, int]:
+    """AdamW, shuffled mini-batches, targets mixed with the tree teacher's by ``distill``, early stopping on the
+    mean validation AUC; test probabilities of the best epoch (of the weights' moving average with an
+    ``ema_decay``), as in `tamor train`; defaults ``args.ema_decay`` and ``args.distill``."""
     ema_decay = args.ema_decay if ema_decay is None else ema_decay
     torch.manual_seed(seed)
     model = make()
-    loss_fn = MultiTaskLoss(spec)
+    loss_fn = MultiTaskLoss(spec, distill=args.distill if distill is None else distill)
     # `tamor train`'s optimizer: AdamW over the model's own parameter groups (TAMOR decays its correction more)
     groups = model.parameter_groups(args.weight_decay) if hasattr(model, "parameter_groups") else model.parameters()
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
@@ -176,7 +179,9 @@ def fit_hgb(spec: FeatureSpec, splits: dict, seed: int) -> tuple[np.ndarray, int
 
 def run(data: DataDir, args) -> pd.DataFrame:
     spec = data.spec()
-    splits = {s: load_split(data, s, spec) for s in ("train", "valid", "test")}
+    if args.distill > 0 and not has_teacher(data.split("train"), spec):
+        sys.exit(f"{data.root}'s train split has no teacher columns: preprocess it again, or pass --distill 0")
+    splits = {s: load_split(data, s, spec, with_teacher=s == "train" and args.distill > 0) for s in ("train", "valid", "test")}
     test = splits["test"]
     results = []
     for seed in range(args.seeds):
@@ -188,8 +193,9 @@ def run(data: DataDir, args) -> pd.DataFrame:
                 probs, epochs = fit_torch(lambda k=name[7:]: RechubAdapter(k, spec), spec, splits, args, seed)
             else:
                 base, ema = (name[:-4], EMA_ABLATION) if name.endswith("_ema") else (name, None)
+                base, distill = (base[:-7], 0.0) if base.endswith("_labels") else (base, None)
                 config = ModelConfig(**ABLATIONS.get(base, {"name": base}))
-                probs, epochs = fit_torch(lambda c=config: build_model(c, spec), spec, splits, args, seed, ema)
+                probs, epochs = fit_torch(lambda c=config: build_model(c, spec), spec, splits, args, seed, ema, distill)
             seconds = time.perf_counter() - start
             metrics = evaluate_predictions(spec, probs, test["labels"].numpy(), test["label_mask"].numpy(), test["tier"].numpy(),
                                            test["scenario"].numpy())
@@ -237,6 +243,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=recipe.lr)
     ap.add_argument("--weight-decay", type=float, default=recipe.weight_decay)
     ap.add_argument("--ema-decay", type=float, default=recipe.ema_decay)
+    ap.add_argument("--distill", type=float, default=recipe.distill, help="α of the tree teacher (0: labels only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/peers"))
     args = ap.parse_args()

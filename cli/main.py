@@ -115,6 +115,7 @@ def train(
     lr: Optional[float] = typer.Option(None, min=0),
     weight_decay: Optional[float] = typer.Option(None, min=0, help="AdamW weight decay [0]."),
     ema_decay: Optional[float] = typer.Option(None, min=0, max=0.9999, help="Validate and serve an EMA of the weights (e.g. 0.99) [0: off]."),
+    distill: Optional[float] = typer.Option(None, min=0, max=1, help="Weight α of the tree teacher's probability in the target [0.5; 0: labels only]."),
     metric: Optional[str] = typer.Option(None, help="Validation metric for early stopping and the best checkpoint [val_auc_mean]."),
     patience: Optional[int] = typer.Option(None, min=1, help="Epochs without improvement before stopping [3]."),
     seed: Optional[int] = typer.Option(None, help="Seed of weights and shuffling [0]."),
@@ -133,7 +134,7 @@ def train(
     from tamor.platform.train import train as run
 
     overrides = {"data_dir": data, "model.name": value(model), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                 "weight_decay": weight_decay, "ema_decay": ema_decay, "metric": metric, "patience": patience, "seed": seed, "num_workers": num_workers,
+                 "weight_decay": weight_decay, "ema_decay": ema_decay, "distill": distill, "metric": metric, "patience": patience, "seed": seed, "num_workers": num_workers,
                  "use_gpu": gpu, "storage_path": storage, "name": resume or name, "wandb": value(wandb)}
     cfg = load_config(TrainConfig, config, overrides, set_, "training config")
     require_data(cfg.data_dir)

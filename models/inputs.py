@@ -6,6 +6,7 @@ A batch is a dict of tensors (built by :func:`batch_from_columns`):
 - ``num_{side}``: float32 ``[B, N_side]`` standardised numerics
 - ``tier``, ``scenario``: int64 ``[B]``
 - ``labels``, ``label_mask``: float32 ``[B, T]`` in the spec's task order (absent in serving)
+- ``teacher``: float32 ``[B, T]``, the tree teacher's probabilities (train split, when distilling)
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from torch import Tensor, nn
 from tamor.models.feature_spec import SIDES, FeatureSpec, Side
 
 
-def batch_columns(spec: FeatureSpec, with_labels: bool = True) -> list[str]:
+def batch_columns(spec: FeatureSpec, with_labels: bool = True, with_teacher: bool = False) -> list[str]:
     """The Parquet columns a batch is built from."""
     cols = [f"f_{f.name}" for f in spec.categorical + spec.numeric] + ["tier", "scenario"]
     if with_labels:
         cols += [f"{p}_{t}" for t in spec.task_names for p in ("label", "mask")]
+    if with_teacher:
+        cols += [f"teacher_{t}" for t in spec.task_names]
     return cols
 
 
@@ -44,6 +47,8 @@ def batch_from_columns(spec: FeatureSpec, cols: Mapping[str, np.ndarray], device
     if f"label_{spec.task_names[0]}" in cols:
         batch["labels"] = stack([f"label_{t}" for t in spec.task_names], np.float32)
         batch["label_mask"] = stack([f"mask_{t}" for t in spec.task_names], np.float32)
+    if f"teacher_{spec.task_names[0]}" in cols:
+        batch["teacher"] = stack([f"teacher_{t}" for t in spec.task_names], np.float32)
     return batch
 
 

@@ -1,4 +1,5 @@
-"""The multi-task loss: Σ_t λ_t · BCE_t over the rows where task t is defined."""
+"""The multi-task loss: Σ_t λ_t · BCE_t over the rows where task t is defined, against the labels or,
+with ``distill`` α, against (1 − α) · label + α · the tree teacher's probability (``batch["teacher"]``)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ from tamor.models.feature_spec import FeatureSpec
 class MultiTaskLoss(nn.Module):
     """A row counts for task t when its label is known (``label_mask``) and t is an objective for the
     row's tier (the spec's task × tier mask). Returns the weighted total and each task's mean BCE.
+    With ``distill`` α > 0 the target is (1 − α) · label + α · ``batch["teacher"]`` ``[B, T]`` where the
+    batch has it (training batches): the out-of-fold tree teacher's probabilities (``platform/teacher.py``).
     """
 
-    def __init__(self, spec: FeatureSpec, weights: Mapping[str, float] | None = None):
+    def __init__(self, spec: FeatureSpec, weights: Mapping[str, float] | None = None, distill: float = 0.0):
         super().__init__()
+        if not 0 <= distill <= 1:
+            raise TamorError(f"distill must be in [0, 1], got {distill}")
+        self.distill = distill
         self.tasks = spec.task_names
         weights = dict(weights or {})
         unknown = set(weights) - set(self.tasks)
@@ -34,7 +40,10 @@ class MultiTaskLoss(nn.Module):
     def forward(self, logits: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         stacked = torch.stack([logits[t] for t in self.tasks], dim=1).float()  # [B, T]
         mask = self.row_mask(batch)
-        bce = F.binary_cross_entropy_with_logits(stacked, batch["labels"], reduction="none") * mask
+        target = batch["labels"]
+        if self.distill and "teacher" in batch:
+            target = (1 - self.distill) * target + self.distill * batch["teacher"]
+        bce = F.binary_cross_entropy_with_logits(stacked, target, reduction="none") * mask
         per_task = bce.sum(0) / mask.sum(0).clamp_min(1.0)
         total = (self.weights * per_task).sum()
         return total, {t: per_task[i].detach() for i, t in enumerate(self.tasks)}

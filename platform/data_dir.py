@@ -71,12 +71,17 @@ class DataDir:
         return self.root / "test_raw"
 
     @property
+    def train_staging(self) -> Path:
+        """The train split rewritten with its teacher columns, before it is swapped in."""
+        return self.root / "_train"
+
+    @property
     def source_copy(self) -> Path:
         return self.root / "_source"
 
     def written(self) -> list[Path]:
         """Every path preprocessing writes here (what a failed run's cleanup may remove)."""
-        paths = [self.staging, self.encoded_staging, self.source_copy, self.quarantine, self.online(),
+        paths = [self.staging, self.encoded_staging, self.train_staging, self.source_copy, self.quarantine, self.online(),
                  self.spec_file, self.encoder_file, self.stats_file, self.raw_test]
         return paths + [self.split(s) for s in SPLITS]
 

@@ -1,14 +1,15 @@
 """`tamor preprocess`: raw tiered logs → train / valid / test Parquet shards, a feature spec, online
 snapshots and a quarantine, as a streaming Ray Data pipeline.
 
-Passes over the data (only vocabularies, counts and, for the numerics' tree bin edges, a sample of at
-most 500,000 train rows' numeric and label columns come to the driver):
+Passes over the data (only vocabularies, counts and a sample of at most 500,000 train rows, for the
+numerics' tree bin edges and the tree teacher, come to the driver):
 
 1. read (CSV / Parquet / JSON, any pyarrow/fsspec path) → :func:`check_batch` → ``_staging/``
 2. rejected rows → ``quarantine/`` with their reason; reject fraction checked
 3. time range of the good rows → split cut points
 4. train rows → vocabulary counts and numeric sums in one pass (fitted on train only)
-5. every good row → encoded → ``train/ valid/ test/``; bin edges of the numerics from (a sample of) ``train/``
+5. every good row → encoded → ``train/ valid/ test/``; bin edges of the numerics from (a sample of) ``train/``;
+   an out-of-fold tree teacher's probabilities added to ``train/`` (``platform/teacher.py``)
 6. latest row per user and per item → ``online/users``, ``online/items``
 
 Rows in = rows out + rows quarantined, checked at the end.
@@ -36,6 +37,7 @@ from tamor.models.feature_spec import FeatureSpec, NumericField, TaskSpec
 from tamor.platform.data_dir import ONLINE_KINDS, SPLITS, DataDir
 from tamor.platform.schema import LogSchema
 from tamor.platform.sources import check_columns, read_failure, unzip
+from tamor.platform.teacher import add_teacher, fit_teachers
 from tamor.platform.tree_bins import fit_tree_bins
 from tamor.platform.validate import KEY, REASON, check_batch, parse_label
 
@@ -228,6 +230,19 @@ def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, data: DataDir, ro
     return counts
 
 
+def write_teacher(data: DataDir, spec: FeatureSpec, rows: int) -> None:
+    """Rewrite the train split with the out-of-fold teacher's ``teacher_<task>`` columns (beside it, then swapped in)."""
+    train = ray.data.read_parquet(str(data.split("train")))
+    teachers = fit_teachers(train, rows, spec)
+    train.map_batches(add_teacher, fn_kwargs={"spec": spec, "teachers": teachers}, batch_format="pandas").write_parquet(
+        str(data.train_staging))
+    old = data.staging / "train_without_teacher"  # in the staging area: a failed run's cleanup removes it
+    old.parent.mkdir(parents=True, exist_ok=True)
+    data.split("train").rename(old)  # two renames: the written split is never removed before its replacement is whole
+    data.train_staging.rename(data.split("train"))
+    shutil.rmtree(old)
+
+
 # ---------------------------------------------------------------- the pipeline
 
 
@@ -329,6 +344,8 @@ def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> Pr
     encoder.save(data.encoder_file)
     encoded = ray.data.read_parquet([str(data.split(s)) for s in SPLITS if rows_out[s]])
     online = write_online(encoded, spec, data, rows_in)
+    if schema.preprocess.teacher:  # after the online snapshots, which read every split with one schema
+        write_teacher(data, spec, rows_out["train"])
     shutil.rmtree(data.staging)
     shutil.rmtree(data.source_copy, ignore_errors=True)
 

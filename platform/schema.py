@@ -137,6 +137,9 @@ class Preprocess(_Strict):
     numeric_bin_edges: Literal["tree", "quantile"] = Field(
         "tree", description="tree: the splits of a small tree per numeric fitted on the train labels; quantile: train quantiles"
     )
+    teacher: bool = Field(
+        True, description="write out-of-fold tree-teacher probabilities into the train split (``TrainConfig.distill``)"
+    )
     future_horizon_days: float | None = Field(
         1.0, ge=0, description="timestamps (Unix seconds) later than now + this many days are quarantined; null: no check"
     )

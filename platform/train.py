@@ -34,6 +34,7 @@ from tamor.models.inputs import batch_columns, batch_from_columns
 from tamor.models.loss import MultiTaskLoss
 from tamor.models.metrics import evaluate_predictions
 from tamor.platform.data_dir import DataDir
+from tamor.platform.teacher import has_teacher
 from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
 
 TRAINING_STATE_FILE = "training_state.pt"
@@ -51,6 +52,10 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(1024, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    distill: float = Field(
+        0.5, ge=0, le=1, description="α: train on (1 − α) · label + α · the out-of-fold tree teacher's probability "
+        "(the train split's teacher_<task> columns, written by `tamor preprocess`); 0: the labels alone"
+    )
     ema_decay: float = Field(
         0.0, ge=0, lt=1, description="an exponential moving average of the weights, updated every step (e.g. 0.99), is "
         "what is validated, checkpointed and served; 0: the raw weights"
@@ -218,7 +223,7 @@ def train_loop_per_worker(config: dict) -> None:
         average.module.load_state_dict(saved)
         average.n_averaged.fill_(1)  # go on averaging from the saved average, not restart from the raw weights
     judged = average.module if average is not None else model  # what is validated and checkpointed
-    loss_fn = MultiTaskLoss(spec, cfg.model.loss_weights).to(device)
+    loss_fn = MultiTaskLoss(spec, cfg.model.loss_weights, cfg.distill).to(device)
     optimizer = torch.optim.AdamW(core.parameter_groups(cfg.weight_decay), lr=cfg.lr)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -338,10 +343,12 @@ def _any_worker(flag: bool, world_size: int, device: torch.device) -> bool:
 # ------------------------------------------------------------------------------- the driver side
 
 
-def read_split(data_dir: str | Path, split: str, spec: FeatureSpec, read_cpus: float = 0.25) -> ray.data.Dataset:
-    """A split's model columns. Reads take a fractional CPU: they are I/O bound, and whole-CPU reads
-    would starve beside fractional trainer workers on a 2-CPU machine (concurrent trials hang)."""
-    return ray.data.read_parquet(str(DataDir(data_dir).split(split)), num_cpus=read_cpus).select_columns(batch_columns(spec))
+def read_split(data_dir: str | Path, split: str, spec: FeatureSpec, read_cpus: float = 0.25,
+               with_teacher: bool = False) -> ray.data.Dataset:
+    """A split's model columns (and the train split's teacher columns). Reads take a fractional CPU: they are
+    I/O bound, and whole-CPU reads would starve beside fractional trainer workers on a 2-CPU machine."""
+    columns = batch_columns(spec, with_teacher=with_teacher)
+    return ray.data.read_parquet(str(DataDir(data_dir).split(split)), num_cpus=read_cpus).select_columns(columns)
 
 
 def cached(ds: ray.data.Dataset, cfg: TrainConfig) -> ray.data.Dataset:
@@ -359,7 +366,8 @@ def cached(ds: ray.data.Dataset, cfg: TrainConfig) -> ray.data.Dataset:
 
 
 def check_config(cfg: TrainConfig, spec: FeatureSpec) -> None:
-    """Refuse, on the driver, a config that names tasks, tiers or a metric the data does not have."""
+    """Refuse, on the driver, a config that names tasks, tiers or a metric the data does not have, or
+    distils from a train split without teacher columns."""
     tasks = set(spec.task_names)
     unknown = set(cfg.model.loss_weights) - tasks
     for tier, weights in (cfg.objective or {}).items():
@@ -371,6 +379,9 @@ def check_config(cfg: TrainConfig, spec: FeatureSpec) -> None:
     metrics = {"val_auc_mean", "val_objective", "train_loss", *(f"val_{m}_{t}" for m in ("auc", "logloss") for t in tasks)}
     if cfg.metric not in metrics:
         raise ConfigError(f"unknown metric {cfg.metric!r}; one of {sorted(metrics)}")
+    if cfg.distill > 0 and not has_teacher(DataDir(cfg.data_dir).split("train"), spec):
+        raise ConfigError(f"distill {cfg.distill}: {cfg.data_dir}'s train split has no teacher columns; run `tamor preprocess` "
+                          "again (with preprocess.teacher: true, the default) or train with distill 0")
 
 
 def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None) -> TorchTrainer:
@@ -400,7 +411,7 @@ def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None) ->
             callbacks=callbacks,
         ),
         # blocks in a seeded random order (a time-split log is written in date order), rows mixed per epoch
-        datasets={"train": cached(read_split(cfg.data_dir, "train", spec), cfg).randomize_block_order(seed=cfg.seed),
+        datasets={"train": cached(read_split(cfg.data_dir, "train", spec, with_teacher=cfg.distill > 0), cfg).randomize_block_order(seed=cfg.seed),
                   "valid": cached(read_split(cfg.data_dir, "valid", spec), cfg)},
         # both splits sharded: a worker holds its part of the validation split, never all of it (with
         # several workers the split is cut into equal parts, which leaves out fewer than num_workers rows)

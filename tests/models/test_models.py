@@ -1,5 +1,6 @@
 """Every model: one interface, learns a planted signal, round-trips through save/load."""
 
+import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
@@ -80,6 +81,23 @@ def test_missing_labels_give_no_loss(spec):
     torch.testing.assert_close(total, sum(masked.values()))
     with pytest.raises(TamorError, match="unknown tasks"):
         MultiTaskLoss(spec, {"clicks": 1.0})
+
+
+def test_distillation_mixes_the_teachers_probability_into_the_target(spec):
+    cols = planted_columns(spec, 32, seed=4)
+    logits = {t: torch.randn(32) for t in spec.task_names}
+    labels_only = MultiTaskLoss(spec)(logits, batch_from_columns(spec, cols))[0]
+    cols.update({f"teacher_{t}": np.full(32, 0.3, np.float32) for t in spec.task_names})
+    batch = batch_from_columns(spec, cols)
+    assert batch["teacher"].shape == (32, len(spec.task_names))
+    torch.testing.assert_close(MultiTaskLoss(spec, distill=0.0)(logits, batch)[0], labels_only)  # α 0: the teacher is ignored
+    half = MultiTaskLoss(spec, distill=0.5)(logits, batch)[0]
+    teacher_only = MultiTaskLoss(spec, distill=1.0)(logits, batch)[0]
+    # BCE is linear in its target: α 0.5 is the mean of the label-only and teacher-only losses
+    torch.testing.assert_close(half, (labels_only + teacher_only) / 2)
+    assert not torch.isclose(teacher_only, labels_only)
+    with pytest.raises(TamorError, match="distill"):
+        MultiTaskLoss(spec, distill=1.5)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from helpers import CENSUS_SAMPLE
 from tamor.models.encoder import Encoder
@@ -150,6 +151,15 @@ def test_census_income_preprocesses_end_to_end(census_data):
     assert spec.task_names == ["income", "never_married"]
     # no user id column: each row is its own user, never merged with another row of equal features
     assert train["user_id"].nunique() == train["user_id"].size
+
+
+def test_the_train_split_alone_carries_the_out_of_fold_teacher(census_data):
+    data = DataDir(census_data)
+    train, valid = pd.read_parquet(data.split("train")), pd.read_parquet(data.split("valid"))
+    assert not any(c.startswith("teacher_") for c in valid.columns)  # valid and test are judged on labels alone
+    for task in ("income", "never_married"):
+        p = train[f"teacher_{task}"]
+        assert p.between(0, 1).all() and roc_auc_score(train[f"label_{task}"], p) > 0.8, task
 
 
 def _assert_edges_span_train(spec: FeatureSpec, train: pd.DataFrame) -> None:

@@ -2,6 +2,7 @@
 W&B offline tracking, evaluation and the paper's table."""
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -56,6 +57,19 @@ def test_a_config_naming_unknown_tasks_or_metrics_is_refused(synthetic_data, tmp
         build_trainer(config(synthetic_data, tmp_path, model=TINY.model_copy(update={"loss_weights": {"purchase": 2.0}})), "x")
     with pytest.raises(TamorError, match="unknown metric"):
         build_trainer(config(synthetic_data, tmp_path, metric="val_auc_purchase"), "x")
+
+
+def test_distilling_from_a_train_split_without_teacher_columns_is_refused(synthetic_data, tmp_path):
+    data = DataDir(tmp_path / "data")
+    shutil.copytree(synthetic_data, data.root)
+    train = pd.read_parquet(data.split("train"))
+    assert {c for c in train.columns if c.startswith("teacher_")}  # `tamor preprocess` wrote them
+    shutil.rmtree(data.split("train"))
+    data.split("train").mkdir()
+    train.drop(columns=[c for c in train.columns if c.startswith("teacher_")]).to_parquet(data.split("train") / "part.parquet")
+    with pytest.raises(TamorError, match="no teacher columns"):
+        build_trainer(config(data.root, tmp_path), "x")
+    build_trainer(config(data.root, tmp_path, distill=0.0), "x")  # the labels alone need no teacher
 
 
 def test_two_workers_train_report_and_checkpoint(ddp_run):

@@ -1,0 +1,82 @@
+"""An out-of-fold tree teacher: ``teacher_<task>`` columns in the train split, for distillation.
+
+A default scikit-learn ``HistGradientBoostingClassifier`` per task is fitted on (a seeded sample of at
+most :data:`MAX_ROWS` of) the encoded train split, ``FOLDS`` times: each row's fold is a hash of its
+encoded features, and the row gets the probability of the teacher fitted without its fold, so no row's
+target saw its own label. Training mixes it into the label (``TrainConfig.distill``): on census and the
+synthetic world a deep model learns more from the tree's soft targets plus the labels than from the labels
+alone. Only training reads these columns; serving computes nothing new.
+
+Written by ``tamor preprocess`` after the splits (the train split is rewritten beside and swapped in).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import ray
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from tamor.models.feature_spec import FeatureSpec
+
+MAX_ROWS = 500_000  # rows the teachers are fitted on (a seeded sample beyond that); they come to the driver
+FOLDS = 3
+MAX_CATEGORIES = 255  # HistGradientBoosting's category limit; larger vocabularies are used as numbers
+
+
+def has_teacher(train_dir: str | Path, spec: FeatureSpec) -> bool:
+    """Whether the train split (a Parquet directory) carries every task's ``teacher_<task>`` column."""
+    files = sorted(Path(train_dir).glob("**/*.parquet"))
+    names = set(pq.read_schema(files[0]).names) if files else set()
+    return all(f"teacher_{t}" in names for t in spec.task_names)
+
+
+def _features(spec: FeatureSpec) -> list[str]:
+    return [f"f_{f.name}" for f in spec.categorical + spec.numeric]
+
+
+def fold_of(batch: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    """``[N]`` fold ids from a hash of the encoded features: identical rows share a fold."""
+    return (pd.util.hash_pandas_object(batch[_features(spec)], index=False).to_numpy() % FOLDS).astype(np.int64)
+
+
+def fit_teachers(train: ray.data.Dataset, rows: int, spec: FeatureSpec, seed: int = 0) -> dict[str, list]:
+    """``{task: [FOLDS teachers]}``, teacher k fitted on the rows outside fold k where the task counts
+    (its label known and the task an objective of the row's tier). A task with one class in a fold's
+    rows gets that class's rate (a constant)."""
+    sample = train.select_columns([*_features(spec), "tier", *[f"{k}_{t}" for t in spec.task_names for k in ("label", "mask")]])
+    if rows > MAX_ROWS:
+        sample = sample.random_sample(MAX_ROWS / rows, seed=seed)
+    frame = sample.to_pandas()
+    x, folds = frame[_features(spec)].to_numpy(np.float64), fold_of(frame, spec)
+    categorical = np.array([f.vocab_size <= MAX_CATEGORIES for f in spec.categorical] + [False] * len(spec.numeric), dtype=bool)
+    task_tier = np.asarray(spec.task_tier_mask())  # [T, G]
+    teachers: dict[str, list] = {}
+    for i, task in enumerate(spec.task_names):
+        counts = (frame[f"mask_{task}"].to_numpy() > 0) & (task_tier[i, frame["tier"].to_numpy()] > 0)
+        y = frame[f"label_{task}"].to_numpy()
+        teachers[task] = []
+        for k in range(FOLDS):
+            keep = counts & (folds != k)
+            if len(np.unique(y[keep])) < 2:  # nothing to split on: the rate
+                teachers[task].append(float(y[keep].mean()) if keep.any() else 0.0)
+                continue
+            clf = HistGradientBoostingClassifier(categorical_features=categorical if categorical.any() else None, random_state=seed)
+            teachers[task].append(clf.fit(x[keep], y[keep]))
+    return teachers
+
+
+def add_teacher(batch: pd.DataFrame, spec: FeatureSpec, teachers: dict[str, list]) -> pd.DataFrame:
+    """The batch with ``teacher_<task>`` (float32, the probability from the teacher not fitted on the row's fold)."""
+    x, folds = batch[_features(spec)].to_numpy(np.float64), fold_of(batch, spec)
+    for task, models in teachers.items():
+        p = np.zeros(len(batch), dtype=np.float32)
+        for k, model in enumerate(models):
+            rows = folds == k
+            if rows.any():
+                p[rows] = model if isinstance(model, float) else model.predict_proba(x[rows])[:, 1]
+        batch[f"teacher_{task}"] = p
+    return batch
