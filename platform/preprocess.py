@@ -234,7 +234,7 @@ def write_teacher(data: DataDir, spec: FeatureSpec, rows: int) -> None:
     """Rewrite the train split with the out-of-fold teacher's ``teacher_<task>`` columns (beside it, then swapped in)."""
     train = ray.data.read_parquet(str(data.split("train")))
     teachers = fit_teachers(train, rows, spec)
-    train.map_batches(add_teacher, fn_kwargs={"spec": spec, "teachers": teachers}, batch_format="pandas").write_parquet(
+    train.map_batches(add_teacher, fn_kwargs={"spec": spec, "teachers": teachers}, batch_format="pyarrow").write_parquet(
         str(data.train_staging))
     old = data.staging / "train_without_teacher"  # in the staging area: a failed run's cleanup removes it
     old.parent.mkdir(parents=True, exist_ok=True)

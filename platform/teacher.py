@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -38,9 +39,15 @@ def _features(spec: FeatureSpec) -> list[str]:
     return [f"f_{f.name}" for f in spec.categorical + spec.numeric]
 
 
-def fold_of(batch: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
-    """``[N]`` fold ids from a hash of the encoded features: identical rows share a fold."""
-    return (pd.util.hash_pandas_object(batch[_features(spec)], index=False).to_numpy() % FOLDS).astype(np.int64)
+def features_of(frame: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    """``[N, F]`` float64: the encoded categorical ids, then the standardised numerics."""
+    return frame[_features(spec)].to_numpy(np.float64)
+
+
+def fold_of(x: np.ndarray) -> np.ndarray:
+    """``[N]`` fold ids from a hash of each row of ``x [N, F]`` (as float64, so the same row hashes alike
+    however its batch was typed): identical rows share a fold."""
+    return (pd.util.hash_pandas_object(pd.DataFrame(x), index=False).to_numpy() % FOLDS).astype(np.int64)
 
 
 def fit_teachers(train: ray.data.Dataset, rows: int, spec: FeatureSpec, seed: int = 0) -> dict[str, list]:
@@ -51,7 +58,8 @@ def fit_teachers(train: ray.data.Dataset, rows: int, spec: FeatureSpec, seed: in
     if rows > MAX_ROWS:
         sample = sample.random_sample(MAX_ROWS / rows, seed=seed)
     frame = sample.to_pandas()
-    x, folds = frame[_features(spec)].to_numpy(np.float64), fold_of(frame, spec)
+    x = features_of(frame, spec)
+    folds = fold_of(x)
     categorical = np.array([f.vocab_size <= MAX_CATEGORIES for f in spec.categorical] + [False] * len(spec.numeric), dtype=bool)
     task_tier = np.asarray(spec.task_tier_mask())  # [T, G]
     teachers: dict[str, list] = {}
@@ -69,14 +77,23 @@ def fit_teachers(train: ray.data.Dataset, rows: int, spec: FeatureSpec, seed: in
     return teachers
 
 
-def add_teacher(batch: pd.DataFrame, spec: FeatureSpec, teachers: dict[str, list]) -> pd.DataFrame:
-    """The batch with ``teacher_<task>`` (float32, the probability from the teacher not fitted on the row's fold)."""
-    x, folds = batch[_features(spec)].to_numpy(np.float64), fold_of(batch, spec)
+def teacher_probabilities(frame: pd.DataFrame, spec: FeatureSpec, teachers: dict[str, list]) -> dict[str, np.ndarray]:
+    """``{teacher_<task>: [N] float32}``: each row's probability from the teacher not fitted on its fold."""
+    x = features_of(frame, spec)
+    folds = fold_of(x)
+    out = {}
     for task, models in teachers.items():
-        p = np.zeros(len(batch), dtype=np.float32)
+        p = np.zeros(len(frame), dtype=np.float32)
         for k, model in enumerate(models):
             rows = folds == k
             if rows.any():
                 p[rows] = model if isinstance(model, float) else model.predict_proba(x[rows])[:, 1]
-        batch[f"teacher_{task}"] = p
+        out[f"teacher_{task}"] = p
+    return out
+
+
+def add_teacher(batch: pa.Table, spec: FeatureSpec, teachers: dict[str, list]) -> pa.Table:
+    """The batch (an Arrow table, so the split keeps its column types) with ``teacher_<task>`` columns appended."""
+    for name, p in teacher_probabilities(batch.select(_features(spec)).to_pandas(), spec, teachers).items():
+        batch = batch.append_column(name, pa.array(p))
     return batch
