@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
@@ -36,7 +35,7 @@ from tamor.models.inputs import batch_columns, batch_from_columns
 from tamor.models.loss import MultiTaskLoss
 from tamor.models.metrics import evaluate_predictions
 from tamor.platform.data_dir import DataDir
-from tamor.platform.teacher import has_teacher
+from tamor.platform.teacher import feature_columns, features_of, has_teacher, new_tree
 from tamor.platform.train import TrainConfig, weight_average
 
 TAMOR_MODELS = ["shared_bottom", "mmoe", "ple", "per_tier_mmoe", "tamor"]
@@ -154,23 +153,15 @@ def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, ar
     return predict(judged, splits["test"], spec.task_names), epochs
 
 
-def fit_hgb(spec: FeatureSpec, splits: dict, seed: int) -> tuple[np.ndarray, int]:
-    """One default HistGradientBoostingClassifier per task (categoricals as categories where ≤ 255 values)."""
-
-    def matrix(batch):
-        return np.concatenate([batch[f"{k}_{s}"].numpy().astype(np.float64) for k in ("cat", "num") for s in SIDES], axis=1)
-
-    cat_sizes = [f.vocab_size for s in SIDES for f in spec.categorical_on(s)]
-    n_num = sum(len(spec.numeric_on(s)) for s in SIDES)
-    categorical = [size <= 255 for size in cat_sizes] + [False] * n_num
-    x_train, x_test = matrix(splits["train"]), matrix(splits["test"])
+def fit_hgb(spec: FeatureSpec, data: DataDir, splits: dict, seed: int) -> tuple[np.ndarray, int]:
+    """One default HistGradientBoostingClassifier per task: the tree teacher's model (``new_tree``) on the
+    teacher's feature matrix, fitted on the rows each task counts in."""
+    x_train, x_test = (features_of(pd.read_parquet(data.split(s), columns=feature_columns(spec)), spec) for s in ("train", "test"))
     train, loss_mask = splits["train"], MultiTaskLoss(spec).row_mask(splits["train"]).numpy()
     out = []
     for t in range(len(spec.task_names)):
         keep = loss_mask[:, t] > 0
-        clf = HistGradientBoostingClassifier(categorical_features=np.array(categorical), random_state=seed)
-        clf.fit(x_train[keep], train["labels"][keep, t].numpy())
-        out.append(clf.predict_proba(x_test)[:, 1])
+        out.append(new_tree(spec, seed).fit(x_train[keep], train["labels"][keep, t].numpy()).predict_proba(x_test)[:, 1])
     return np.stack(out, axis=1), 0
 
 
@@ -188,7 +179,7 @@ def run(data: DataDir, args) -> pd.DataFrame:
         for name in args.models:
             start = time.perf_counter()
             if name == "hgb":
-                probs, epochs = fit_hgb(spec, splits, seed)
+                probs, epochs = fit_hgb(spec, data, splits, seed)
             elif name.startswith("rechub_"):
                 probs, epochs = fit_torch(lambda k=name[7:]: RechubAdapter(k, spec), spec, splits, args, seed)
             else:

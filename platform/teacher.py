@@ -35,13 +35,22 @@ def has_teacher(train_dir: str | Path, spec: FeatureSpec) -> bool:
     return all(f"teacher_{t}" in names for t in spec.task_names)
 
 
-def _features(spec: FeatureSpec) -> list[str]:
+def feature_columns(spec: FeatureSpec) -> list[str]:
+    """The encoded feature columns a tree reads: the categorical ids, then the standardised numerics."""
     return [f"f_{f.name}" for f in spec.categorical + spec.numeric]
 
 
 def features_of(frame: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
     """``[N, F]`` float64: the encoded categorical ids, then the standardised numerics."""
-    return frame[_features(spec)].to_numpy(np.float64)
+    return frame[feature_columns(spec)].to_numpy(np.float64)
+
+
+def new_tree(spec: FeatureSpec, seed: int) -> HistGradientBoostingClassifier:
+    """A default ``HistGradientBoostingClassifier`` for :func:`features_of`'s matrix: categoricals with at
+    most :data:`MAX_CATEGORIES` values as categories, the rest as numbers. The teacher and the peer
+    benchmark's tree are this model."""
+    categorical = np.array([f.vocab_size <= MAX_CATEGORIES for f in spec.categorical] + [False] * len(spec.numeric), dtype=bool)
+    return HistGradientBoostingClassifier(categorical_features=categorical if categorical.any() else None, random_state=seed)
 
 
 def fold_of(x: np.ndarray) -> np.ndarray:
@@ -54,13 +63,12 @@ def fit_teachers(train: ray.data.Dataset, rows: int, spec: FeatureSpec, seed: in
     """``{task: [FOLDS teachers]}``, teacher k fitted on the rows outside fold k where the task counts
     (its label known and the task an objective of the row's tier). A task with one class in a fold's
     rows gets that class's rate (a constant)."""
-    sample = train.select_columns([*_features(spec), "tier", *[f"{k}_{t}" for t in spec.task_names for k in ("label", "mask")]])
+    sample = train.select_columns([*feature_columns(spec), "tier", *[f"{k}_{t}" for t in spec.task_names for k in ("label", "mask")]])
     if rows > MAX_ROWS:
         sample = sample.random_sample(MAX_ROWS / rows, seed=seed)
     frame = sample.to_pandas()
     x = features_of(frame, spec)
     folds = fold_of(x)
-    categorical = np.array([f.vocab_size <= MAX_CATEGORIES for f in spec.categorical] + [False] * len(spec.numeric), dtype=bool)
     task_tier = np.asarray(spec.task_tier_mask())  # [T, G]
     teachers: dict[str, list] = {}
     for i, task in enumerate(spec.task_names):
@@ -72,8 +80,7 @@ def fit_teachers(train: ray.data.Dataset, rows: int, spec: FeatureSpec, seed: in
             if len(np.unique(y[keep])) < 2:  # nothing to split on: the rate
                 teachers[task].append(float(y[keep].mean()) if keep.any() else 0.0)
                 continue
-            clf = HistGradientBoostingClassifier(categorical_features=categorical if categorical.any() else None, random_state=seed)
-            teachers[task].append(clf.fit(x[keep], y[keep]))
+            teachers[task].append(new_tree(spec, seed).fit(x[keep], y[keep]))
     return teachers
 
 
@@ -94,6 +101,6 @@ def teacher_probabilities(frame: pd.DataFrame, spec: FeatureSpec, teachers: dict
 
 def add_teacher(batch: pa.Table, spec: FeatureSpec, teachers: dict[str, list]) -> pa.Table:
     """The batch (an Arrow table, so the split keeps its column types) with ``teacher_<task>`` columns appended."""
-    for name, p in teacher_probabilities(batch.select(_features(spec)).to_pandas(), spec, teachers).items():
+    for name, p in teacher_probabilities(batch.select(feature_columns(spec)).to_pandas(), spec, teachers).items():
         batch = batch.append_column(name, pa.array(p))
     return batch
