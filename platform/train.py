@@ -105,6 +105,9 @@ DIVERGED_FILE = "diverged.json"
 # What may change when a run is resumed (train longer, on other workers); anything else is another run.
 RESUMABLE = {"epochs", "patience", "max_failures", "num_workers", "placement_strategy", "use_gpu", "cpus_per_worker", "torch_threads",
              "wandb", "wandb_project", "wandb_group", "fail_at_epoch", "storage_path", "name", "data_dir"}
+# Fields added after runs were first recorded, with the value a run recorded before them trained with
+# (where that is not the field's default): such a run resumes with that value, e.g. `--distill 0`.
+BEFORE_ADDED = {"distill": 0.0}
 
 
 def unique_name(prefix: str) -> str:
@@ -438,6 +441,8 @@ def claim_run(cfg: TrainConfig, run_dir: Path) -> dict | None:
     if not run_file.exists():
         raise ConfigError(f"{run_dir} holds a run this version cannot check for a resume: choose another --name")
     earlier = json.loads(run_file.read_text())
+    for key in identity["config"].keys() - earlier["config"].keys():  # recorded before the field existed
+        earlier["config"][key] = BEFORE_ADDED.get(key, TrainConfig.model_fields[key].default)
     if earlier != json.loads(json.dumps(identity, default=str)):
         changed = sorted(k for k in {**earlier["config"], **identity["config"]} if earlier["config"].get(k) != identity["config"].get(k))
         changed += ["data"] if earlier["data"] != identity["data"] else []

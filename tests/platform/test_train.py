@@ -17,7 +17,7 @@ from tamor.models.factory import load_model
 from tamor.platform.data_dir import DataDir
 from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
 from tamor.platform.tracking import read_offline_history
-from tamor.platform.train import TRAINING_STATE_FILE, TrainConfig, build_trainer, epoch_batches, train, weight_average
+from tamor.platform.train import RUN_FILE, TRAINING_STATE_FILE, TrainConfig, build_trainer, claim_run, epoch_batches, train, weight_average
 
 TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, num_experts=2, ple_levels=1)
 
@@ -175,6 +175,17 @@ def test_a_taken_run_name_is_refused_for_another_run_and_a_finished_run_is_kept(
     with pytest.raises(TamorError, match="taken by a run with other model"):
         train(same.model_copy(update={"model": TINY.model_copy(update={"name": "mmoe"})}))
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before  # nothing touched
+
+
+def test_a_run_recorded_before_distillation_existed_resumes_with_distill_0(tmp_path):
+    run_dir, cfg = tmp_path / "old-run", TrainConfig(data_dir=str(tmp_path / "data"), distill=0.0)
+    assert claim_run(cfg, run_dir) is None  # a new run: its identity is recorded
+    recorded = json.loads((run_dir / RUN_FILE).read_text())
+    del recorded["config"]["distill"]  # as a run started before the field existed recorded it
+    (run_dir / RUN_FILE).write_text(json.dumps(recorded))
+    assert claim_run(cfg, run_dir) is None  # it trained on the labels alone: distill 0 is the same run
+    with pytest.raises(TamorError, match="taken by a run with other distill"):
+        claim_run(cfg.model_copy(update={"distill": 0.5}), run_dir)
 
 
 def test_a_diverging_loss_stops_with_the_epoch_and_step(ray_session, synthetic_data, tmp_path):
