@@ -53,14 +53,14 @@ def new_tree(spec: FeatureSpec, seed: int) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(categorical_features=categorical if categorical.any() else None, random_state=seed)
 
 
-def fold_of(x: np.ndarray) -> np.ndarray:
-    """``[N]`` fold ids from a hash of each row of ``x [N, F]`` (as float64, so the same row hashes alike
-    however its batch was typed): identical rows share a fold."""
-    return (pd.util.hash_pandas_object(pd.DataFrame(x), index=False).to_numpy() % FOLDS).astype(np.int64)
+def fold_of(x: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """``[N]`` fold ids in ``[0, folds)`` from a hash of each row of ``x [N, F]`` (as float64, so the same row
+    hashes alike however its batch was typed): identical rows share a fold."""
+    return (pd.util.hash_pandas_object(pd.DataFrame(x), index=False).to_numpy() % folds).astype(np.int64)
 
 
-def fit_teachers(train: ray.data.Dataset, rows: int, spec: FeatureSpec, seed: int = 0) -> dict[str, list]:
-    """``{task: [FOLDS teachers]}``, teacher k fitted on the rows outside fold k where the task counts
+def fit_teachers(train: ray.data.Dataset, rows: int, spec: FeatureSpec, seed: int = 0, folds: int = FOLDS) -> dict[str, list]:
+    """``{task: [folds teachers]}``, teacher k fitted on the rows outside fold k where the task counts
     (its label known and the task an objective of the row's tier). A task with one class in a fold's
     rows gets that class's rate (a constant)."""
     sample = train.select_columns([*feature_columns(spec), "tier", *[f"{k}_{t}" for t in spec.task_names for k in ("label", "mask")]])
@@ -68,15 +68,15 @@ def fit_teachers(train: ray.data.Dataset, rows: int, spec: FeatureSpec, seed: in
         sample = sample.random_sample(MAX_ROWS / rows, seed=seed)
     frame = sample.to_pandas()
     x = features_of(frame, spec)
-    folds = fold_of(x)
+    fold = fold_of(x, folds)
     task_tier = np.asarray(spec.task_tier_mask())  # [T, G]
     teachers: dict[str, list] = {}
     for i, task in enumerate(spec.task_names):
         counts = (frame[f"mask_{task}"].to_numpy() > 0) & (task_tier[i, frame["tier"].to_numpy()] > 0)
         y = frame[f"label_{task}"].to_numpy()
         teachers[task] = []
-        for k in range(FOLDS):
-            keep = counts & (folds != k)
+        for k in range(folds):
+            keep = counts & (fold != k)
             if len(np.unique(y[keep])) < 2:  # nothing to split on: the rate
                 teachers[task].append(float(y[keep].mean()) if keep.any() else 0.0)
                 continue
@@ -87,12 +87,12 @@ def fit_teachers(train: ray.data.Dataset, rows: int, spec: FeatureSpec, seed: in
 def teacher_probabilities(frame: pd.DataFrame, spec: FeatureSpec, teachers: dict[str, list]) -> dict[str, np.ndarray]:
     """``{teacher_<task>: [N] float32}``: each row's probability from the teacher not fitted on its fold."""
     x = features_of(frame, spec)
-    folds = fold_of(x)
     out = {}
     for task, models in teachers.items():
+        fold = fold_of(x, len(models))  # as many folds as the teachers were fitted on
         p = np.zeros(len(frame), dtype=np.float32)
         for k, model in enumerate(models):
-            rows = folds == k
+            rows = fold == k
             if rows.any():
                 p[rows] = model if isinstance(model, float) else model.predict_proba(x[rows])[:, 1]
         out[f"teacher_{task}"] = p

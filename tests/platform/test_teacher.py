@@ -31,6 +31,7 @@ def _with_teacher(ray, frame: pd.DataFrame, spec) -> pd.DataFrame:
 def test_identical_rows_share_a_fold_and_every_fold_is_used(spec):
     x = features_of(_frame(spec), spec)
     assert set(fold_of(x)) == set(range(FOLDS))
+    assert set(fold_of(x, 5)) == set(range(5))
     twice = np.concatenate([x[:50], x[:50]])
     assert (fold_of(twice)[:50] == fold_of(twice)[50:]).all()
 
