@@ -153,10 +153,15 @@ def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, ar
     return predict(judged, splits["test"], spec.task_names), epochs
 
 
-def fit_hgb(spec: FeatureSpec, data: DataDir, splits: dict, seed: int) -> tuple[np.ndarray, int]:
+def tree_features(data: DataDir, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """``{split: [N, F]}`` for train and test: the tree teacher's feature matrix (``features_of``), read once per run."""
+    return {s: features_of(pd.read_parquet(data.split(s), columns=feature_columns(spec)), spec) for s in ("train", "test")}
+
+
+def fit_hgb(spec: FeatureSpec, x: dict[str, np.ndarray], splits: dict, seed: int) -> tuple[np.ndarray, int]:
     """One default HistGradientBoostingClassifier per task: the tree teacher's model (``new_tree``) on the
-    teacher's feature matrix, fitted on the rows each task counts in."""
-    x_train, x_test = (features_of(pd.read_parquet(data.split(s), columns=feature_columns(spec)), spec) for s in ("train", "test"))
+    teacher's feature matrix ``x`` (:func:`tree_features`), fitted on the rows each task counts in."""
+    x_train, x_test = x["train"], x["test"]
     train, loss_mask = splits["train"], MultiTaskLoss(spec).row_mask(splits["train"]).numpy()
     out = []
     for t in range(len(spec.task_names)):
@@ -174,12 +179,13 @@ def run(data: DataDir, args) -> pd.DataFrame:
         sys.exit(f"{data.root}'s train split has no teacher columns: preprocess it again, or pass --distill 0")
     splits = {s: load_split(data, s, spec, with_teacher=s == "train" and args.distill > 0) for s in ("train", "valid", "test")}
     test = splits["test"]
+    x_tree = tree_features(data, spec) if "hgb" in args.models else None
     results = []
     for seed in range(args.seeds):
         for name in args.models:
             start = time.perf_counter()
             if name == "hgb":
-                probs, epochs = fit_hgb(spec, data, splits, seed)
+                probs, epochs = fit_hgb(spec, x_tree, splits, seed)
             elif name.startswith("rechub_"):
                 probs, epochs = fit_torch(lambda k=name[7:]: RechubAdapter(k, spec), spec, splits, args, seed)
             else:
