@@ -43,6 +43,8 @@ PEERS = ["rechub_mmoe", "rechub_ple", "hgb"]
 ABLATIONS = {  # variants on the same splits and seeds, by --models
     "tamor_paper": {"name": "tamor", "shared_path": False},  # the paper's TAMOR: no shared path
     "tamor_undecayed": {"name": "tamor", "correction_decay": 0.0},  # the tier-aware part decays like the rest
+    **{f"tamor_decay{d:g}": {"name": "tamor", "correction_decay": d} for d in (3.0, 10.0)},  # decays more (default 1)
+    **{f"tamor_tau{t:g}": {"name": "tamor", "temperature": t} for t in (3.0, 10.0)},  # softer tier encoding (default τ 1)
     **{f"{m}_{n}": {"name": m, "numeric_embedding": n} for m in ("tamor", "mmoe") for n in ("periodic", "piecewise", "linear")},
 }
 EMA_ABLATION = 0.99  # <model>_ema: that model validated and tested on its weights' moving average

@@ -1,0 +1,112 @@
+"""Probe: does a deep model plus the tree teacher beat the tree alone? Two ways of combining them, one seed.
+
+- **offset** ("hybrid"): the model's logit is added to the tree's; train rows get the out-of-fold teacher's
+  logit already in the train split (no row sees its own label), valid and test rows the mean of the fold
+  teachers' logits (refitted here as ``tamor preprocess`` fits them). The network learns the residual.
+- **blend**: the plain model (``bench/peers.py``'s loop) and the fold teachers' mean, logits averaged
+  with the tree's weight ``w`` after training.
+
+Prints test AUC per task × (overall, each tier) for the fold-mean tree, the offset model, the plain model
+and the blends. Not part of the platform: serving computes neither (it would need the trees), so neither is a
+model of the benchmark; this says whether building one is worth it.
+
+    python bench/tree_blend.py --data runs/census-kd/data --model tamor --seed 0 --distill 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import expit, logit
+from sklearn.metrics import roc_auc_score
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import fit_torch, load_split  # noqa: E402  (the benchmark's loop and splits)
+
+from tamor.models.config import ModelConfig  # noqa: E402
+from tamor.models.factory import build_model  # noqa: E402
+from tamor.models.loss import MultiTaskLoss  # noqa: E402
+from tamor.platform.data_dir import DataDir  # noqa: E402
+from tamor.platform.teacher import FOLDS, feature_columns, features_of, fold_of, new_tree  # noqa: E402
+from tamor.platform.train import TrainConfig  # noqa: E402
+
+EPS = 1e-6
+
+
+class TreeOffset(nn.Module):
+    """``{task: logit [B]}`` = the inner model's logit + ``batch["offset"] [B, T]`` (the tree's logit)."""
+
+    def __init__(self, inner: nn.Module, tasks: list[str]):
+        super().__init__()
+        self.inner, self.tasks = inner, tasks
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        out = self.inner(batch)
+        return {t: out[t] + batch["offset"][:, i] for i, t in enumerate(self.tasks)}
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        return self.inner.parameter_groups(weight_decay)
+
+
+def fold_mean_logits(data: DataDir, spec, splits: dict, seed: int) -> dict[str, np.ndarray]:
+    """``{split: [N, T]}`` for valid and test: the mean logit of the ``FOLDS`` teachers, fitted as preprocess fits them."""
+    x = {s: features_of(pd.read_parquet(data.split(s), columns=feature_columns(spec)), spec) for s in ("train", "valid", "test")}
+    fold, counts = fold_of(x["train"], FOLDS), MultiTaskLoss(spec).row_mask(splits["train"]).numpy() > 0
+    out = {s: np.zeros((len(x[s]), len(spec.task_names))) for s in ("valid", "test")}
+    for t in range(len(spec.task_names)):
+        y = splits["train"]["labels"][:, t].numpy()
+        for k in range(FOLDS):
+            keep = counts[:, t] & (fold != k)
+            tree = new_tree(spec, seed).fit(x["train"][keep], y[keep])
+            for s in out:
+                out[s][:, t] += logit(np.clip(tree.predict_proba(x[s])[:, 1], EPS, 1 - EPS)) / FOLDS
+    return out
+
+
+def cells(spec, test: dict[str, Tensor], probs: np.ndarray) -> list[float]:
+    """Test AUC per task × (overall, tier 0, 1, …)."""
+    labels, mask, tier = test["labels"].numpy(), test["label_mask"].numpy() > 0, test["tier"].numpy()
+    return [roc_auc_score(labels[keep, t], probs[keep, t])
+            for t in range(len(spec.task_names)) for keep in [mask[:, t]] + [mask[:, t] & (tier == g) for g in range(len(spec.tiers))]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="a directory written by `tamor preprocess` (with the teacher)")
+    ap.add_argument("--model", default="tamor")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--distill", type=float, default=TrainConfig().distill)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    recipe = TrainConfig()
+    loop = types.SimpleNamespace(epochs=recipe.epochs, patience=recipe.patience, batch_size=recipe.batch_size, lr=recipe.lr,
+                                 weight_decay=recipe.weight_decay, ema_decay=recipe.ema_decay, distill=args.distill)
+    data = DataDir(args.data)
+    spec = data.spec()
+    splits = {s: load_split(data, s, spec, with_teacher=s == "train") for s in ("train", "valid", "test")}
+    tree = fold_mean_logits(data, spec, splits, args.seed)
+    splits["train"]["offset"] = torch.tensor(logit(np.clip(splits["train"]["teacher"].numpy(), EPS, 1 - EPS)), dtype=torch.float32)
+    for s in tree:
+        splits[s]["offset"] = torch.tensor(tree[s], dtype=torch.float32)
+    config = ModelConfig(name=args.model)
+    rows = {"tree, fold mean": expit(tree["test"])}
+    rows[f"{args.model} + tree offset"], _ = fit_torch(lambda: TreeOffset(build_model(config, spec), spec.task_names), spec, splits, loop, args.seed)
+    plain, _ = fit_torch(lambda: build_model(config, spec), spec, splits, loop, args.seed)
+    rows[args.model] = plain
+    for w in (0.3, 0.5, 0.7):
+        rows[f"blend, tree weight {w}"] = expit((1 - w) * logit(np.clip(plain, EPS, 1 - EPS)) + w * tree["test"])
+    columns = [f"{t} {g}" for t in spec.task_names for g in ["all", *spec.tiers]]
+    table = pd.DataFrame({name: cells(spec, splits["test"], p) for name, p in rows.items()}, index=columns).T.round(4)
+    print(f"{spec.dataset}, seed {args.seed}, distill {args.distill}: test AUC\n{table.to_markdown()}")
+
+
+if __name__ == "__main__":
+    main()
