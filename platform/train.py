@@ -441,8 +441,10 @@ def claim_run(cfg: TrainConfig, run_dir: Path) -> dict | None:
     if not run_file.exists():
         raise ConfigError(f"{run_dir} holds a run this version cannot check for a resume: choose another --name")
     earlier = json.loads(run_file.read_text())
-    for key in identity["config"].keys() - earlier["config"].keys():  # recorded before the field existed
-        earlier["config"][key] = BEFORE_ADDED.get(key, TrainConfig.model_fields[key].default)
+    missing = identity["config"].keys() - earlier["config"].keys()  # recorded before the field existed
+    if missing:  # the defaults as the record has them (JSON; also a field with a default_factory)
+        defaults = json.loads(json.dumps(TrainConfig().model_dump(exclude=RESUMABLE), default=str))
+        earlier["config"].update({key: BEFORE_ADDED.get(key, defaults[key]) for key in missing})
     if earlier != json.loads(json.dumps(identity, default=str)):
         changed = sorted(k for k in {**earlier["config"], **identity["config"]} if earlier["config"].get(k) != identity["config"].get(k))
         changed += ["data"] if earlier["data"] != identity["data"] else []

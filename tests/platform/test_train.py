@@ -188,6 +188,17 @@ def test_a_run_recorded_before_distillation_existed_resumes_with_distill_0(tmp_p
         claim_run(cfg.model_copy(update={"distill": 0.5}), run_dir)
 
 
+def test_a_field_missing_from_an_old_run_record_is_taken_at_its_default(tmp_path):
+    run_dir, cfg = tmp_path / "old-run", TrainConfig(data_dir=str(tmp_path / "data"))
+    assert claim_run(cfg, run_dir) is None
+    recorded = json.loads((run_dir / RUN_FILE).read_text())
+    del recorded["config"]["model"], recorded["config"]["lr"]  # a default_factory field and a plain default
+    (run_dir / RUN_FILE).write_text(json.dumps(recorded))
+    assert claim_run(cfg, run_dir) is None  # the defaults: the same run
+    with pytest.raises(TamorError, match="taken by a run with other model"):
+        claim_run(cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": "mmoe"})}), run_dir)
+
+
 def test_a_diverging_loss_stops_with_the_epoch_and_step(ray_session, synthetic_data, tmp_path):
     with pytest.raises(TamorError, match=r"loss diverged at epoch 0 step \d+ \(lr 1e\+30\)"):
         train(config(synthetic_data, tmp_path, lr=1e30, max_failures=2, name="too-fast"))
