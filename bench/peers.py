@@ -45,6 +45,7 @@ ABLATIONS = {  # variants on the same splits and seeds, by --models
     "tamor_undecayed": {"name": "tamor", "correction_decay": 0.0},  # the tier-aware part decays like the rest
     **{f"tamor_decay{d:g}": {"name": "tamor", "correction_decay": d} for d in (3.0, 10.0)},  # decays more (default 1)
     **{f"tamor_tau{t:g}": {"name": "tamor", "temperature": t} for t in (3.0, 10.0)},  # softer tier encoding (default τ 1)
+    **{f"{m}_emb16": {"name": m, "embedding_dim": 16} for m in ("tamor", "mmoe")},  # wider embeddings (default 8)
     **{f"{m}_{n}": {"name": m, "numeric_embedding": n} for m in ("tamor", "mmoe") for n in ("periodic", "piecewise", "linear")},
 }
 EMA_ABLATION = 0.99  # <model>_ema: that model validated and tested on its weights' moving average
