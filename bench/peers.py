@@ -125,7 +125,8 @@ def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, ar
     ema_decay = args.ema_decay if ema_decay is None else ema_decay
     torch.manual_seed(seed)
     model = make()
-    loss_fn = MultiTaskLoss(spec, distill=args.distill if distill is None else distill)
+    loss_fn = MultiTaskLoss(spec, distill=args.distill if distill is None else distill,
+                            tier_distill=getattr(args, "tier_distill", None) if distill is None else None)
     # `tamor train`'s optimizer: AdamW over the model's own parameter groups (TAMOR decays its correction more)
     groups = model.parameter_groups(args.weight_decay) if hasattr(model, "parameter_groups") else model.parameters()
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
@@ -178,9 +179,10 @@ def fit_hgb(spec: FeatureSpec, x: dict[str, np.ndarray], splits: dict, seed: int
 
 def run(data: DataDir, args) -> pd.DataFrame:
     spec = data.spec()
-    if args.distill > 0 and not has_teacher(data.split("train"), spec):
+    distilling = args.distill > 0 or any(getattr(args, "tier_distill", {}).values())
+    if distilling and not has_teacher(data.split("train"), spec):
         sys.exit(f"{data.root}'s train split has no teacher columns: preprocess it again, or pass --distill 0")
-    splits = {s: load_split(data, s, spec, with_teacher=s == "train" and args.distill > 0) for s in ("train", "valid", "test")}
+    splits = {s: load_split(data, s, spec, with_teacher=s == "train" and distilling) for s in ("train", "valid", "test")}
     test = splits["test"]
     x_tree = tree_features(data, spec) if "hgb" in args.models else None
     results = []
@@ -244,9 +246,11 @@ def main() -> None:
     ap.add_argument("--weight-decay", type=float, default=recipe.weight_decay)
     ap.add_argument("--ema-decay", type=float, default=recipe.ema_decay)
     ap.add_argument("--distill", type=float, default=recipe.distill, help="α of the tree teacher (0: labels only)")
+    ap.add_argument("--tier-distill", nargs="+", default=[], metavar="TIER=α", help="α for the rows of a tier, e.g. low=1.0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/peers"))
     args = ap.parse_args()
+    args.tier_distill = {k: float(v) for k, v in (item.split("=", 1) for item in args.tier_distill)}
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.data is None:

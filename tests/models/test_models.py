@@ -100,6 +100,21 @@ def test_distillation_mixes_the_teachers_probability_into_the_target(spec):
         MultiTaskLoss(spec, distill=1.5)
 
 
+def test_a_tier_can_have_its_own_distillation_weight(spec):
+    cols = planted_columns(spec, 32, seed=5)
+    cols.update({f"teacher_{t}": np.full(32, 0.3, np.float32) for t in spec.task_names})
+    logits = {t: torch.randn(32) for t in spec.task_names}
+    for tier, alpha in ((0, 0.0), (1, 1.0)):  # every row of one tier: only that tier's α counts
+        cols["tier"] = np.full(32, tier)
+        batch = batch_from_columns(spec, cols)
+        torch.testing.assert_close(MultiTaskLoss(spec, distill=0.0, tier_distill={"low": 1.0})(logits, batch)[0],
+                                   MultiTaskLoss(spec, distill=alpha)(logits, batch)[0])
+    with pytest.raises(TamorError, match="unknown tiers"):
+        MultiTaskLoss(spec, tier_distill={"gold": 1.0})
+    with pytest.raises(TamorError, match="distill"):
+        MultiTaskLoss(spec, tier_distill={"low": 2.0})
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_each_model_learns_a_planted_signal(name, spec):
     torch.manual_seed(0)
