@@ -2,7 +2,7 @@
 
 - **offset** ("hybrid"): the model's logit is added to the tree's; train rows get the out-of-fold teacher's
   logit already in the train split (no row sees its own label), valid and test rows the mean of the fold
-  teachers' logits (refitted here as ``tamor preprocess`` fits them). The network learns the residual.
+  teachers' logits (refitted by preprocess's own ``fit_teachers``). The network learns the residual.
 - **blend**: the plain model (``bench/peers.py``'s loop) and the fold teachers' mean, logits averaged
   with the tree's weight ``w`` after training.
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import ray
 import torch
 from scipy.special import expit, logit
 from sklearn.metrics import roc_auc_score
@@ -32,9 +33,9 @@ from peers import fit_torch, load_split  # noqa: E402  (the benchmark's loop and
 
 from tamor.models.config import ModelConfig  # noqa: E402
 from tamor.models.factory import build_model  # noqa: E402
-from tamor.models.loss import MultiTaskLoss  # noqa: E402
 from tamor.platform.data_dir import DataDir  # noqa: E402
-from tamor.platform.teacher import FOLDS, feature_columns, features_of, fold_of, new_tree  # noqa: E402
+from tamor.platform.ray_env import init_ray  # noqa: E402
+from tamor.platform.teacher import feature_columns, features_of, fit_teachers  # noqa: E402
 from tamor.platform.train import TrainConfig  # noqa: E402
 
 EPS = 1e-6
@@ -56,17 +57,15 @@ class TreeOffset(nn.Module):
 
 
 def fold_mean_logits(data: DataDir, spec, splits: dict, seed: int) -> dict[str, np.ndarray]:
-    """``{split: [N, T]}`` for valid and test: the mean logit of the ``FOLDS`` teachers, fitted as preprocess fits them."""
-    x = {s: features_of(pd.read_parquet(data.split(s), columns=feature_columns(spec)), spec) for s in ("train", "valid", "test")}
-    fold, counts = fold_of(x["train"], FOLDS), MultiTaskLoss(spec).row_mask(splits["train"]).numpy() > 0
-    out = {s: np.zeros((len(x[s]), len(spec.task_names))) for s in ("valid", "test")}
-    for t in range(len(spec.task_names)):
-        y = splits["train"]["labels"][:, t].numpy()
-        for k in range(FOLDS):
-            keep = counts[:, t] & (fold != k)
-            tree = new_tree(spec, seed).fit(x["train"][keep], y[keep])
-            for s in out:
-                out[s][:, t] += logit(np.clip(tree.predict_proba(x[s])[:, 1], EPS, 1 - EPS)) / FOLDS
+    """``{split: [N, T]}`` for valid and test: the mean logit of the fold teachers, fitted by preprocess's own
+    ``fit_teachers`` (on Ray Data's read of the train split)."""
+    init_ray(num_cpus=1, verbose=False)
+    teachers = fit_teachers(ray.data.read_parquet(str(data.split("train"))), len(splits["train"]["tier"]), spec, seed)
+    out = {}
+    for s in ("valid", "test"):
+        x = features_of(pd.read_parquet(data.split(s), columns=feature_columns(spec)), spec)
+        out[s] = np.stack([np.mean([logit(np.clip(np.full(len(x), m) if isinstance(m, float) else m.predict_proba(x)[:, 1], EPS, 1 - EPS))
+                                    for m in teachers[t]], axis=0) for t in spec.task_names], axis=1)
     return out
 
 
