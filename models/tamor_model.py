@@ -105,7 +105,11 @@ class TAMOR(MultiTaskModel):
             joint = torch.cat([x["user"], x["item"], x["context"]], dim=-1)  # [B, d]
             shared = self.shared(joint.unsqueeze(1).expand(-1, len(self.item_tasks), -1), joint)[0]  # [B, T_item, h]
             base = self.shared_towers({**{t: shared[:, i] for i, t in enumerate(self.item_tasks)}, **{t: x["user"] for t in self.user_level}})
-            out = {t: base[t] + out[t] for t in self.tasks}
+            keep = 1.0
+            if self.training and self.config.correction_dropout > 0:  # [B]: the shared path must also stand alone
+                p = self.config.correction_dropout
+                keep = torch.bernoulli(torch.full_like(base[self.tasks[0]], 1 - p)) / (1 - p)
+            out = {t: base[t] + keep * out[t] for t in self.tasks}
         return {t: out[t] for t in self.tasks}
 
     def user_bias(self, batch: Mapping[str, Tensor]) -> Tensor:

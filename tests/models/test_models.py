@@ -195,3 +195,17 @@ def test_tamor_decays_only_its_tier_aware_correction_and_so_keeps_it_small(spec,
             return float((m(batch)["click"] - m(other_tier)["click"]).abs().mean())
 
     assert tier_gap(decay=5.0) < 0.2 * tier_gap(decay=0.0)
+
+
+def test_correction_dropout_drops_the_tier_aware_part_of_training_rows_only(spec, batch):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(correction_dropout=0.5, **SMALL), spec)
+    train_steps(model, spec, batch, torch.optim.Adam(model.parameters(), lr=0.01), steps=5)  # a non-zero correction
+    plain = build_model(ModelConfig(**SMALL), spec)
+    plain.load_state_dict(model.state_dict())
+    model.train(), plain.train()
+    dropped = model(batch)["click"]
+    assert not torch.allclose(dropped, model(batch)["click"])  # a new draw of rows each step
+    assert not torch.allclose(dropped, plain(batch)["click"])
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model(batch)["click"], plain(batch)["click"])  # served whole
