@@ -43,10 +43,11 @@ PEERS = ["rechub_mmoe", "rechub_ple", "hgb"]
 ABLATIONS = {  # variants on the same splits and seeds, by --models
     "tamor_paper": {"name": "tamor", "shared_path": False},  # the paper's TAMOR: no shared path
     "tamor_undecayed": {"name": "tamor", "correction_decay": 0.0},  # the tier-aware part decays like the rest
-    **{f"tamor_decay{d:g}": {"name": "tamor", "correction_decay": d} for d in (3.0, 10.0)},  # decays more (default 1)
+    **{f"tamor_decay{d:g}": {"name": "tamor", "correction_decay": d} for d in (3.0, 10.0, 100.0)},  # decays more (default 1)
     **{f"tamor_tau{t:g}": {"name": "tamor", "temperature": t} for t in (3.0, 10.0)},  # softer tier encoding (default τ 1)
     **{f"{m}_emb16": {"name": m, "embedding_dim": 16} for m in ("tamor", "mmoe")},  # wider embeddings (default 8)
     **{f"tamor_cdrop{int(p * 10)}": {"name": "tamor", "correction_dropout": p} for p in (0.3, 0.5)},  # drop the correction per row
+    "tamor_nospecific": {"name": "tamor", "specific_experts": 0},  # no tier-specific experts: the tiers differ only by their gates
     **{f"{m}_wide": {"name": m, "expert_dims": [128, 64], "tower_dims": [64]} for m in ("tamor", "mmoe")},  # default [64, 32], [32]
     **{f"{m}_{n}": {"name": m, "numeric_embedding": n} for m in ("tamor", "mmoe") for n in ("periodic", "piecewise", "linear")},
 }
