@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from helpers import make_spec
-from tamor.models.metrics import evaluate_predictions, paper_table
+from tamor.models.metrics import evaluate_predictions, paired_auc_difference, paper_table
 
 
 def fake_predictions(quality: float, seed: int = 0, n: int = 3000):
@@ -43,3 +43,20 @@ def test_paper_table_reports_relative_lift_per_task_and_tier():
     assert (table["lift_pct"] > 0).all()
     row = table.iloc[0]
     assert row["lift_pct"] == pytest.approx(100 * (row["auc_tamor"] / row["auc_mmoe"] - 1))
+
+
+def test_paired_bootstrap_separates_a_real_difference_from_none():
+    """A model better on every resample has an interval above 0; the same model against itself sits at 0, and
+    two fits of equal quality give an interval that holds 0."""
+    probs, labels, *_ = fake_predictions(0.5, n=1000)
+    y = labels[:, 0]
+    worse_on_same_rows = np.clip(0.5 + 0.2 * (y - 0.5) + np.random.default_rng(1).normal(scale=0.3, size=len(y)), 0.01, 0.99)
+    better = paired_auc_difference(y, [probs[:, 0]], [worse_on_same_rows], resamples=200)
+    assert 0 < better["low"] < better["diff"] < better["high"]
+    itself = paired_auc_difference(y, [probs[:, 0]], [probs[:, 0]], resamples=50)
+    assert itself == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    twins = [np.clip(0.5 + 0.3 * (y - 0.5) + np.random.default_rng(s).normal(scale=0.3, size=len(y)), 0.01, 0.99) for s in (2, 3, 4, 5)]
+    level = paired_auc_difference(y, twins[:2], twins[2:], resamples=200)
+    assert level["low"] < 0 < level["high"]
+    with pytest.raises(ValueError, match="both classes"):
+        paired_auc_difference(np.zeros(10), [np.ones(10)], [np.ones(10)])
