@@ -218,7 +218,7 @@ def summarise(results: pd.DataFrame, models: list[str], predictions: dict[str, n
               test: dict[str, Tensor]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Mean ± std tables of AUC and log loss; wall time per fit; and, in every cell with ≥ ``MIN_POSITIVES``
     test positives, tamor against our MMoE and against every model ahead of it: the AUC difference with its
-    paired bootstrap interval over the test rows (:func:`cell_difference`)."""
+    paired bootstrap interval over the test rows and the seeds (:func:`cell_difference`)."""
     cell = ["task", "slice", "group"]
     stats = results.groupby([*cell, "model"], sort=False).agg(
         auc=("auc", "mean"), auc_std=("auc", "std"), logloss=("logloss", "mean"), logloss_std=("logloss", "std"),
@@ -240,7 +240,7 @@ def summarise(results: pd.DataFrame, models: list[str], predictions: dict[str, n
                 d = cell_difference(task, group, "tamor", name, predictions, spec, test)
                 judged.append({"task": task, "tier": group, "test pos.": positives, "against": name, "tamor": f"{row['tamor']:.4f}",
                                "other": f"{value:.4f}", "Δ": f"{d['diff']:+.4f}", "95% interval": f"[{d['low']:+.4f}, {d['high']:+.4f}]",
-                               "verdict": ("level within the test rows' noise" if d["low"] <= 0 <= d["high"]
+                               "verdict": ("level within the noise" if d["low"] <= 0 <= d["high"]
                                            else "tamor ahead" if d["low"] > 0 else "tamor behind")})
     return wide["auc"].reset_index(), wide["logloss"].reset_index(), pd.DataFrame(judged), times
 
@@ -308,9 +308,9 @@ def main() -> None:
             "\n## Test log loss (mean ± std)\n", logloss.to_markdown(index=False),
             "\n## Wall time per fit\n", times.round(1).to_markdown(),
             f"\n## tamor against our MMoE and every model ahead of it, cells with ≥ {MIN_POSITIVES} test positives\n",
-            "AUC difference (tamor − other, means over seeds) with its 95% paired bootstrap interval over the test rows "
-            "(1,000 resamples, the seeds' fits held fixed): an interval that holds 0 is a difference these test rows cannot "
-            "tell from none.\n",
+            "AUC difference (tamor − other, means over seeds) with its 95% paired bootstrap interval (1,000 resamples of the "
+            "test rows, both models scored on the same rows, and of each model's seeds): an interval that holds 0 is a "
+            "difference these rows and seeds cannot tell from none.\n",
             judged.to_markdown(index=False, disable_numparse=True) if len(judged) else "none"]
     (args.out / "peers.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
