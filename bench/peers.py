@@ -9,7 +9,10 @@ The splits come from `tamor preprocess` (Ray Data): one encoder, the same featur
 (the tier and scenario columns included). Every deep model is fitted by the same loop: AdamW, the same
 learning rate and batch size, targets mixed with the out-of-fold tree teacher's (``--distill``), a fresh shuffle every epoch, early stopping on the mean validation AUC
 over tasks with the best weights restored; N seeds each. Test AUC and log loss per task × (overall,
-each tier) are written as mean ± std (``peers.csv``, ``peers.md``) with the wall time of each fit.
+each tier) are written as mean ± std (``peers.csv``, ``peers.md``) with the wall time of each fit, and
+tamor's AUC difference to our MMoE and to every model ahead of it with a paired bootstrap interval over the
+test rows and seeds; ``predictions.npz`` keeps the test probabilities, and ``--from-run`` summarises a
+finished run again without fitting (``--data <its data> --out <its directory> --from-run``).
 """
 
 from __future__ import annotations
@@ -277,6 +280,8 @@ def main() -> None:
     ap.add_argument("--tier-distill", nargs="+", default=[], metavar="TIER=α", help="α for the rows of a tier, e.g. low=1.0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/peers"))
+    ap.add_argument("--from-run", action="store_true",
+                    help="fit nothing: summarise again the run already in --out (peers_runs.csv, predictions.npz) on its --data")
     args = ap.parse_args()
     args.tier_distill = {k: float(v) for k, v in (item.split("=", 1) for item in args.tier_distill)}
     torch.set_num_threads(args.threads)
@@ -298,13 +303,20 @@ def main() -> None:
         preprocess(source, load_schema(args.schema), work / "data")
         args.data = work / "data"
     data = DataDir(args.data)
-    results, predictions = run(data, args)
-    results.to_csv(args.out / "peers_runs.csv", index=False)
-    np.savez_compressed(args.out / "predictions.npz", **predictions)  # [seeds, N, T] per model, the test split's row order
     spec = data.spec()
-    auc, logloss, judged, times = summarise(results, args.models, predictions, spec, load_split(data, "test", spec))
+    test = load_split(data, "test", spec)
+    if args.from_run:
+        results, predictions = pd.read_csv(args.out / "peers_runs.csv"), dict(np.load(args.out / "predictions.npz"))
+        args.models, args.seeds = list(dict.fromkeys(results["model"])), results["seed"].nunique()
+        if any(p.shape[1:] != (len(test["tier"]), len(spec.task_names)) for p in predictions.values()):
+            sys.exit(f"{args.out}'s predictions are not of {args.data}'s test split: pass the --data the run was fitted on")
+    else:
+        results, predictions = run(data, args)
+        results.to_csv(args.out / "peers_runs.csv", index=False)
+        np.savez_compressed(args.out / "predictions.npz", **predictions)  # [seeds, N, T] per model, the test split's row order
+    auc, logloss, judged, times = summarise(results, args.models, predictions, spec, test)
     auc.to_csv(args.out / "peers.csv", index=False)
-    text = [f"# Peer benchmark: {data.spec().dataset}, {args.seeds} seeds (test AUC, mean ± std)\n", auc.to_markdown(index=False),
+    text = [f"# Peer benchmark: {spec.dataset}, {args.seeds} seeds (test AUC, mean ± std)\n", auc.to_markdown(index=False),
             "\n## Test log loss (mean ± std)\n", logloss.to_markdown(index=False),
             "\n## Wall time per fit\n", times.round(1).to_markdown(),
             f"\n## tamor against our MMoE and every model ahead of it, cells with ≥ {MIN_POSITIVES} test positives\n",
