@@ -286,6 +286,8 @@ def main() -> None:
     args.tier_distill = {k: float(v) for k, v in (item.split("=", 1) for item in args.tier_distill)}
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.from_run and args.data is None:
+        sys.exit("--from-run reads the test split of --data: pass the data directory the run was fitted on")
     if args.data is None:
         from tamor.platform.preprocess import preprocess
         from tamor.platform.ray_env import init_ray
