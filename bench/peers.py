@@ -54,7 +54,7 @@ ABLATIONS = {  # variants on the same splits and seeds, by --models
     **{f"{m}_wide": {"name": m, "expert_dims": [128, 64], "tower_dims": [64]} for m in ("tamor", "mmoe")},  # default [64, 32], [32]
     **{f"{m}_{n}": {"name": m, "numeric_embedding": n} for m in ("tamor", "mmoe") for n in ("periodic", "piecewise", "linear")},
 }
-EMA_ABLATION = 0.99  # <model>_ema: that model validated and tested on its weights' moving average
+# <model>_noema: that model validated and tested on its raw weights (ema_decay 0; the default averages them)
 # <model>_labels: that model trained on the labels alone (no tree teacher, distill 0)
 MIN_POSITIVES = 50  # cells with fewer test positives are shown but not judged
 
@@ -197,13 +197,13 @@ def run(data: DataDir, args) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     for seed in range(args.seeds):
         for name in args.models:
             start = time.perf_counter()
+            base, ema = (name[:-6], 0.0) if name.endswith("_noema") else (name, None)
+            base, distill = (base[:-7], 0.0) if base.endswith("_labels") else (base, None)
             if name == "hgb":
                 probs, epochs = fit_hgb(spec, x_tree, splits, seed)
-            elif name.startswith("rechub_"):
-                probs, epochs = fit_torch(lambda k=name[7:]: RechubAdapter(k, spec), spec, splits, args, seed)
+            elif base.startswith("rechub_"):
+                probs, epochs = fit_torch(lambda k=base[7:]: RechubAdapter(k, spec), spec, splits, args, seed, ema, distill)
             else:
-                base, ema = (name[:-4], EMA_ABLATION) if name.endswith("_ema") else (name, None)
-                base, distill = (base[:-7], 0.0) if base.endswith("_labels") else (base, None)
                 config = ModelConfig(**ABLATIONS.get(base, {"name": base}))
                 probs, epochs = fit_torch(lambda c=config: build_model(c, spec), spec, splits, args, seed, ema, distill)
             seconds = time.perf_counter() - start

@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.train.torch import TorchTrainer
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from tamor.models.config import ModelConfig
 from tamor.models.errors import TamorError
@@ -38,6 +38,7 @@ from tamor.platform.teacher import has_teacher
 from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
 
 TRAINING_STATE_FILE = "training_state.pt"
+EMA_STEADY = 100_000  # updates a checkpoint without the count is taken to hold: the average moves by 1 − decay
 
 
 class TrainConfig(BaseModel):
@@ -57,8 +58,8 @@ class TrainConfig(BaseModel):
         "(the train split's teacher_<task> columns, written by `tamor preprocess`); 0: the labels alone"
     )
     ema_decay: float = Field(
-        0.0, ge=0, lt=1, description="an exponential moving average of the weights, updated every step (e.g. 0.99), is "
-        "what is validated, checkpointed and served; 0: the raw weights"
+        0.99, ge=0, lt=1, description="an exponential moving average of the weights, updated every step (bias-corrected: "
+        "the first steps average what they saw), is what is validated, checkpointed and served; 0: the raw weights"
     )
     num_workers: int = Field(1, ge=1)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = Field(
@@ -130,10 +131,29 @@ class SpecCollate(NumpyBatchCollateFn):
 def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
     """An exponential moving average of ``model``'s weights (``update_parameters(model)`` after every step),
     or None when ``decay`` is 0. It smooths the step-to-step noise of the last epochs, which moves small
-    tiers' AUC most."""
+    tiers' AUC most. Bias-corrected like Adam's moments: after n updates it is Σ decay^age · w / Σ decay^age
+    over the weights it saw, so a short run's average is the mean of its steps, not mostly the first step's
+    weights; after a few times 1 / (1 − decay) steps it is the plain moving average."""
     if decay == 0:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))  # buffers are constants (bin edges): copied
+    # buffers too: a BatchNorm's running statistics must belong to the averaged weights, not the raw ones
+    # (constant buffers such as bin edges stay what they are)
+    return AveragedModel(model, multi_avg_fn=debiased_ema(decay), use_buffers=True)
+
+
+def debiased_ema(decay: float):
+    """``multi_avg_fn`` of :class:`AveragedModel`: update ``n + 1`` (``num_averaged`` = n ≥ 1) moves the average
+    towards the weights by (1 − decay) / (1 − decay^(n+1)): ½ at the second, → 1 − decay later."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        step = (1 - decay) / (1 - decay ** (num_averaged.double() + 1))  # a tensor on the weights' device: no sync
+        for a, c in zip(averaged, current):
+            if a.is_floating_point():
+                a.lerp_(c, step.to(a.dtype))
+            else:  # a count, such as BatchNorm's num_batches_tracked
+                a.copy_(c)
+
+    return update
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -222,9 +242,9 @@ def train_loop_per_worker(config: dict) -> None:
     # a dataset may leave parts of a model unused (census has no item-level task for a user-specific tower)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     average = weight_average(core, cfg.ema_decay)  # on the device, like core; the same on every worker (DDP keeps them equal)
-    if average is not None and saved is not None:
+    if average is not None and saved is not None:  # go on averaging from the saved average, not restart from the raw weights
         average.module.load_state_dict(saved)
-        average.n_averaged.fill_(1)  # go on averaging from the saved average, not restart from the raw weights
+        average.n_averaged.fill_(state.get("ema_updates", EMA_STEADY))
     judged = average.module if average is not None else model  # what is validated and checkpointed
     loss_fn = MultiTaskLoss(spec, cfg.model.loss_weights, cfg.distill).to(device)
     optimizer = torch.optim.AdamW(core.parameter_groups(cfg.weight_decay), lr=cfg.lr)
@@ -305,8 +325,9 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 torch.save(model_state(average.module if average is not None else core), Path(tmp) / MODEL_FILE)
                 training_state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "best": best, "stale": stale}
-                if average is not None:  # the raw weights training goes on from
+                if average is not None:  # the raw weights training goes on from, and how many steps the average holds
                     training_state["raw_state_dict"] = {k: v.detach().cpu() for k, v in core.state_dict().items()}
+                    training_state["ema_updates"] = int(average.n_averaged)
                 torch.save(training_state, Path(tmp) / TRAINING_STATE_FILE)
                 metrics_table.to_csv(Path(tmp) / "valid_metrics.csv", index=False)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
@@ -429,6 +450,14 @@ def run_identity(cfg: TrainConfig) -> dict:
     return {"config": cfg.model_dump(exclude=RESUMABLE), "data": digest}
 
 
+def _flat(config: dict, prefix: str = "") -> dict:
+    """``{"model": {"name": "mmoe"}}`` → ``{"model.name": "mmoe"}``: a refused resume names the fields that differ."""
+    out = {}
+    for key, value in config.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value})
+    return out
+
+
 def claim_run(cfg: TrainConfig, run_dir: Path) -> dict | None:
     """Record a new run's identity, or check a reused name: the same run resumes (returns its summary when
     it already finished), another run under the name is refused. Nothing of an earlier run is deleted."""
@@ -446,7 +475,9 @@ def claim_run(cfg: TrainConfig, run_dir: Path) -> dict | None:
         defaults = json.loads(json.dumps(TrainConfig().model_dump(exclude=RESUMABLE), default=str))
         earlier["config"].update({key: BEFORE_ADDED.get(key, defaults[key]) for key in missing})
     if earlier != json.loads(json.dumps(identity, default=str)):
-        changed = sorted(k for k in {**earlier["config"], **identity["config"]} if earlier["config"].get(k) != identity["config"].get(k))
+        was, now = _flat(earlier["config"]), _flat(json.loads(json.dumps(identity["config"], default=str)))
+        changed = [f"{k} (recorded {was.get(k)!r}, now {now.get(k)!r})"  # e.g. a default changed since it was recorded
+                   for k in sorted({**was, **now}) if was.get(k) != now.get(k)]
         changed += ["data"] if earlier["data"] != identity["data"] else []
         raise ConfigError(
             f"run name {run_dir.name!r} is taken by a run with other {', '.join(changed)}; resume it with the same config "

@@ -134,20 +134,40 @@ def test_a_worker_failure_recovers_from_the_last_checkpoint(ray_session, synthet
     raw = torch.load(Path(summary["best_checkpoint"]) / TRAINING_STATE_FILE, weights_only=True)["raw_state_dict"]
     assert served.keys() == raw.keys()
     assert any(not torch.equal(served[k], raw[k]) for k in raw)  # what is served is not the last step's weights
+    state = torch.load(Path(summary["best_checkpoint"]) / TRAINING_STATE_FILE, weights_only=True)
+    assert state["ema_updates"] > 1  # the resumed average goes on with its count of steps, not as if new
 
 
-def test_the_weight_average_follows_the_weights_by_its_decay():
-    net = torch.nn.Linear(2, 1)
+def test_the_weight_average_is_the_decayed_mean_of_the_weights_it_saw():
+    net = torch.nn.Linear(2, 1, bias=False)
     average = weight_average(net, 0.9)
-    start = net.weight.detach().clone()
-    with torch.no_grad():
-        net.weight.add_(1.0)
-    average.update_parameters(net)  # the first update copies (n_averaged 0), later ones move by 1 - decay
-    with torch.no_grad():
-        net.weight.add_(1.0)
-    average.update_parameters(net)
-    assert torch.allclose(average.module.weight, start + 1.0 + 0.1)
+    seen = []
+    for step in range(1, 80):
+        with torch.no_grad():
+            net.weight.fill_(float(step))
+        average.update_parameters(net)
+        seen.append(float(step))
+        age_weights = 0.9 ** np.arange(len(seen))[::-1]  # the latest step weighs 1, the one before 0.9, ...
+        expected = float(np.dot(age_weights, seen) / age_weights.sum())
+        assert torch.allclose(average.module.weight, torch.full((1, 2), expected), atol=1e-4), step
+    # bias-corrected: two steps in it was (0.9 · 1 + 2) / 1.9, not the plain average's 0.9 · 1 + 0.1 · 2; by now it
+    # moves by 1 − decay a step, as the plain one does
+    assert float(average.module.weight[0, 0]) == pytest.approx(79 - 9, abs=0.05)  # a ramp, lagged by decay / (1 − decay)
     assert weight_average(net, 0.0) is None
+
+
+def test_the_weight_average_keeps_batchnorm_statistics_of_the_averaged_weights():
+    # a peer's BatchNorm (torch-rechub's towers): the raw model's running statistics do not fit the averaged weights
+    net = torch.nn.BatchNorm1d(2)
+    average = weight_average(net, 0.9)
+    for step in (1.0, 2.0, 3.0):
+        with torch.no_grad():
+            net.running_mean.fill_(step)
+            net.num_batches_tracked.fill_(int(step))
+        average.update_parameters(net)
+    expected = (0.81 * 1 + 0.9 * 2 + 3) / (0.81 + 0.9 + 1)
+    assert torch.allclose(average.module.running_mean, torch.full((2,), expected))
+    assert int(average.module.num_batches_tracked) == 3  # a count is copied, not averaged
 
 
 def test_resume_continues_from_the_saved_epoch_and_paper_table(ray_session, synthetic_data, tmp_path, ddp_run):
