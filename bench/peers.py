@@ -8,7 +8,8 @@ scikit-learn HistGradientBoosting per task, on the same preprocessed splits with
 The splits come from `tamor preprocess` (Ray Data): one encoder, the same features for every model
 (the tier and scenario columns included). Every deep model is fitted by the same loop: AdamW, the same
 learning rate and batch size, targets mixed with the out-of-fold tree teacher's (``--distill``), a fresh shuffle every epoch, early stopping on the mean validation AUC
-over tasks with the best weights restored; N seeds each. Test AUC and log loss per task × (overall,
+over tasks with the best weights restored, the weights' moving average validated and tested (``--ema-decay``, as
+`tamor train`; torch-rechub's models too: the same loop for every deep model); N seeds each. Test AUC and log loss per task × (overall,
 each tier) are written as mean ± std (``peers.csv``, ``peers.md``) with the wall time of each fit, and
 tamor's AUC difference to our MMoE and to every model ahead of it with a paired bootstrap interval over the
 test rows and seeds; ``predictions.npz`` keeps the test probabilities, and ``--from-run`` summarises a

@@ -114,7 +114,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, min=1),
     lr: Optional[float] = typer.Option(None, min=0),
     weight_decay: Optional[float] = typer.Option(None, min=0, help="AdamW weight decay [0]."),
-    ema_decay: Optional[float] = typer.Option(None, min=0, max=0.9999, help="Validate and serve a (bias-corrected) moving average of the weights with this decay [0.99; 0: the raw weights]."),
+    ema_decay: Optional[float] = typer.Option(None, min=0, max=0.9999, help="Validate and serve a moving average of the weights with this decay (warmed up over the first steps) [0.99; 0: the raw weights]."),
     distill: Optional[float] = typer.Option(None, min=0, max=1, help="Weight α of the tree teacher's probability in the target [0.5; 0: labels only]."),
     metric: Optional[str] = typer.Option(None, help="Validation metric for early stopping and the best checkpoint [val_auc_mean]."),
     patience: Optional[int] = typer.Option(None, min=1, help="Epochs without improvement before stopping [3]."),

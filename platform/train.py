@@ -38,7 +38,7 @@ from tamor.platform.teacher import has_teacher
 from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
 
 TRAINING_STATE_FILE = "training_state.pt"
-EMA_STEADY = 100_000  # updates a checkpoint without the count is taken to hold: the average moves by 1 − decay
+EMA_STEADY = 100_000  # updates a checkpoint without the count is taken to hold: past the decay's warm-up
 
 
 class TrainConfig(BaseModel):
@@ -48,7 +48,8 @@ class TrainConfig(BaseModel):
     data_dir: str = "runs/synthetic/data"
     model: ModelConfig = Field(default_factory=ModelConfig)
     # The recipe chosen on real logs by bench/peers.py (census): Adam(W) at 1e-3, batches of 1024, up to
-    # 30 epochs stopped after 3 without a better validation AUC, a fresh shuffle every epoch.
+    # 30 epochs stopped after 3 without a better validation AUC, a fresh shuffle every epoch, targets mixed with
+    # the tree teacher's, the weights' moving average validated and kept.
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(1024, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -58,8 +59,8 @@ class TrainConfig(BaseModel):
         "(the train split's teacher_<task> columns, written by `tamor preprocess`); 0: the labels alone"
     )
     ema_decay: float = Field(
-        0.99, ge=0, lt=1, description="an exponential moving average of the weights, updated every step (bias-corrected: "
-        "the first steps average what they saw), is what is validated, checkpointed and served; 0: the raw weights"
+        0.99, ge=0, lt=1, description="an exponential moving average of the weights, updated every step (its decay "
+        "warms up to this over the first ~1,000 steps), is what is validated, checkpointed and served; 0: the raw weights"
     )
     num_workers: int = Field(1, ge=1)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = Field(
@@ -131,25 +132,26 @@ class SpecCollate(NumpyBatchCollateFn):
 def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
     """An exponential moving average of ``model``'s weights (``update_parameters(model)`` after every step),
     or None when ``decay`` is 0. It smooths the step-to-step noise of the last epochs, which moves small
-    tiers' AUC most. Bias-corrected like Adam's moments: after n updates it is Σ decay^age · w / Σ decay^age
-    over the weights it saw, so a short run's average is the mean of its steps, not mostly the first step's
-    weights; after a few times 1 / (1 − decay) steps it is the plain moving average."""
+    tiers' AUC most. Its decay warms up (:func:`warming_ema`), so a short run's average follows its recent
+    weights instead of holding on to its first steps'."""
     if decay == 0:
         return None
     # buffers too: a BatchNorm's running statistics must belong to the averaged weights, not the raw ones
     # (constant buffers such as bin edges stay what they are)
-    return AveragedModel(model, multi_avg_fn=debiased_ema(decay), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=warming_ema(decay), use_buffers=True)
 
 
-def debiased_ema(decay: float):
-    """``multi_avg_fn`` of :class:`AveragedModel`: update ``n + 1`` (``num_averaged`` = n ≥ 1) moves the average
-    towards the weights by (1 − decay) / (1 − decay^(n+1)): ½ at the second, → 1 − decay later."""
+def warming_ema(decay: float):
+    """``multi_avg_fn`` of :class:`AveragedModel`: after ``n`` updates the average keeps min(decay, (1 + n) / (10 + n))
+    of itself (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``): 0.18 at the second update, 0.9
+    at the 81st, ``decay`` 0.99 from the 891st on."""
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        step = (1 - decay) / (1 - decay ** (num_averaged.double() + 1))  # a tensor on the weights' device: no sync
+        n = num_averaged.double()  # a tensor on the weights' device: no sync with the host
+        keep = torch.clamp((1 + n) / (10 + n), max=decay)
         for a, c in zip(averaged, current):
-            if a.is_floating_point():
-                a.lerp_(c, step.to(a.dtype))
+            if a.is_floating_point():  # what has not changed stays: a constant ±inf bin edge would become inf − inf = NaN
+                a.copy_(torch.where(a == c, c, a.lerp(c, (1 - keep).to(a.dtype))))
             else:  # a count, such as BatchNorm's num_batches_tracked
                 a.copy_(c)
 

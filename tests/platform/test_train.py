@@ -138,21 +138,20 @@ def test_a_worker_failure_recovers_from_the_last_checkpoint(ray_session, synthet
     assert state["ema_updates"] > 1  # the resumed average goes on with its count of steps, not as if new
 
 
-def test_the_weight_average_is_the_decayed_mean_of_the_weights_it_saw():
+def test_the_weight_average_warms_up_to_its_decay():
     net = torch.nn.Linear(2, 1, bias=False)
-    average = weight_average(net, 0.9)
-    seen = []
-    for step in range(1, 80):
+    average = weight_average(net, 0.99)
+    expected = 0.0
+    for update in range(1, 1001):
         with torch.no_grad():
-            net.weight.fill_(float(step))
+            net.weight.fill_(float(update))
         average.update_parameters(net)
-        seen.append(float(step))
-        age_weights = 0.9 ** np.arange(len(seen))[::-1]  # the latest step weighs 1, the one before 0.9, ...
-        expected = float(np.dot(age_weights, seen) / age_weights.sum())
-        assert torch.allclose(average.module.weight, torch.full((1, 2), expected), atol=1e-4), step
-    # bias-corrected: two steps in it was (0.9 · 1 + 2) / 1.9, not the plain average's 0.9 · 1 + 0.1 · 2; by now it
-    # moves by 1 − decay a step, as the plain one does
-    assert float(average.module.weight[0, 0]) == pytest.approx(79 - 9, abs=0.05)  # a ramp, lagged by decay / (1 − decay)
+        keep = 0.0 if update == 1 else min(0.99, update / (9 + update))  # the first update copies
+        expected = keep * expected + (1 - keep) * update
+        if update in (2, 10, 100, 1000):
+            assert float(average.module.weight[0, 0]) == pytest.approx(expected, rel=1e-4), update
+        if update == 10:  # early on it follows the weights: a short run is not judged on its first steps' weights
+            assert float(average.module.weight[0, 0]) > 6  # a plain 0.99 average would still be at 1.4
     assert weight_average(net, 0.0) is None
 
 
@@ -165,9 +164,19 @@ def test_the_weight_average_keeps_batchnorm_statistics_of_the_averaged_weights()
             net.running_mean.fill_(step)
             net.num_batches_tracked.fill_(int(step))
         average.update_parameters(net)
-    expected = (0.81 * 1 + 0.9 * 2 + 3) / (0.81 + 0.9 + 1)
+    keep2, keep3 = 2 / 11, 3 / 12  # the warm-up's decay at the second and third update
+    expected = keep3 * (keep2 * 1 + (1 - keep2) * 2) + (1 - keep3) * 3
     assert torch.allclose(average.module.running_mean, torch.full((2,), expected))
     assert int(average.module.num_batches_tracked) == 3  # a count is copied, not averaged
+
+
+def test_the_weight_average_leaves_constant_buffers_as_they_are():
+    net = torch.nn.Linear(2, 1)
+    net.register_buffer("edges", torch.tensor([-float("inf"), 0.0, float("inf")]))  # as the numeric bins' outer edges
+    average = weight_average(net, 0.9)
+    for _ in range(3):
+        average.update_parameters(net)
+    assert torch.equal(average.module.edges, net.edges)  # not inf − inf = NaN
 
 
 def test_resume_continues_from_the_saved_epoch_and_paper_table(ray_session, synthetic_data, tmp_path, ddp_run):
@@ -204,8 +213,16 @@ def test_a_run_recorded_before_distillation_existed_resumes_with_distill_0(tmp_p
     del recorded["config"]["distill"]  # as a run started before the field existed recorded it
     (run_dir / RUN_FILE).write_text(json.dumps(recorded))
     assert claim_run(cfg, run_dir) is None  # it trained on the labels alone: distill 0 is the same run
-    with pytest.raises(TamorError, match="taken by a run with other distill"):
+    with pytest.raises(TamorError, match=r"taken by a run with other distill \(recorded 0.0, now 0.5\)"):
         claim_run(cfg.model_copy(update={"distill": 0.5}), run_dir)
+
+
+def test_a_run_recorded_before_the_moving_average_default_resumes_with_ema_decay_0(tmp_path):
+    run_dir, old = tmp_path / "old-run", TrainConfig(data_dir=str(tmp_path / "data"), ema_decay=0.0)  # the default until 2026-12-02
+    assert claim_run(old, run_dir) is None
+    with pytest.raises(TamorError, match=r"other ema_decay \(recorded 0.0, now 0.99\)"):  # the refusal says what to pass
+        claim_run(TrainConfig(data_dir=str(tmp_path / "data")), run_dir)
+    assert claim_run(old, run_dir) is None  # `--ema-decay 0`: the same run
 
 
 def test_a_field_missing_from_an_old_run_record_is_taken_at_its_default(tmp_path):
@@ -215,7 +232,7 @@ def test_a_field_missing_from_an_old_run_record_is_taken_at_its_default(tmp_path
     del recorded["config"]["model"], recorded["config"]["lr"]  # a default_factory field and a plain default
     (run_dir / RUN_FILE).write_text(json.dumps(recorded))
     assert claim_run(cfg, run_dir) is None  # the defaults: the same run
-    with pytest.raises(TamorError, match="taken by a run with other model"):
+    with pytest.raises(TamorError, match=r"taken by a run with other model.name \(recorded 'tamor', now 'mmoe'\)"):
         claim_run(cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": "mmoe"})}), run_dir)
 
 
