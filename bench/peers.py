@@ -56,6 +56,7 @@ ABLATIONS = {  # variants on the same splits and seeds, by --models
     **{f"{m}_{n}": {"name": m, "numeric_embedding": n} for m in ("tamor", "mmoe") for n in ("periodic", "piecewise", "linear")},
 }
 # <model>_noema: that model validated and tested on its raw weights (ema_decay 0; the default averages them)
+# <model>_ema: that model on its weights' moving average at 0.99 whatever --ema-decay says (the runs before it was the default)
 # <model>_labels: that model trained on the labels alone (no tree teacher, distill 0)
 MIN_POSITIVES = 50  # cells with fewer test positives are shown but not judged
 
@@ -198,7 +199,7 @@ def run(data: DataDir, args) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     for seed in range(args.seeds):
         for name in args.models:
             start = time.perf_counter()
-            base, ema = (name[:-6], 0.0) if name.endswith("_noema") else (name, None)
+            base, ema = (name[:-6], 0.0) if name.endswith("_noema") else (name[:-4], 0.99) if name.endswith("_ema") else (name, None)
             base, distill = (base[:-7], 0.0) if base.endswith("_labels") else (base, None)
             if name == "hgb":
                 probs, epochs = fit_hgb(spec, x_tree, splits, seed)
