@@ -205,7 +205,10 @@ def tune(
     set_: Optional[list[str]] = SetOpt,
     address: Optional[str] = AddressOpt,
 ) -> None:
-    """Sweep λ_t, τ and the learning rate with Ray Tune (Optuna + ASHA) over Ray Train; export the best."""
+    """Sweep λ_t, τ and the learning rate with Ray Tune (Optuna + ASHA) over Ray Train; export the best.
+
+    TAMOR's correction decay joins the search with ``--set correction_decay.low=0.1 --set correction_decay.high=30``;
+    a range whose ends are equal fixes its parameter (``--set loss_weight.low=1 --set loss_weight.high=1``)."""
     import pandas as pd
 
     from tamor.tuning.sweep import SweepConfig, sweep
@@ -216,7 +219,8 @@ def tune(
     cfg = load_config(SweepConfig, config, overrides, set_, "sweep config")
     require_data(cfg.train.data_dir)
     start_ray(address, "tune")
-    with steps()(f"sweep {cfg.num_samples} trials of λ, τ and the learning rate (Ray Tune + Optuna + ASHA)") as s:
+    searched = "λ, τ, the learning rate" + (" and the correction decay" if cfg.correction_decay else "")
+    with steps()(f"sweep {cfg.num_samples} trials of {searched} (Ray Tune + Optuna + ASHA)") as s:
         summary = sweep(cfg, resume=resume)
         s["figure"] = f"best objective {summary['best_objective']:.4f}"
     print_frame(f"sweep {summary['name']}: trials", pd.read_csv(Path(summary["path"]) / "trials.csv").drop(columns=["checkpoint_path"]))

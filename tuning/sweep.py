@@ -3,7 +3,8 @@
 Train V2 way: each trial is a small function that builds the trainer and calls ``fit()``; the
 trainer's reports reach Tune from the trial function's own thread (``trial_reports``; Ray's
 ``TuneReportCallback`` can deadlock a trial whose last report is still queued as ``fit()`` returns).
-Optuna proposes (per-task loss weights λ_t, the soft-encoding temperature τ, the learning rate), ASHA stops poor trials early, and
+Optuna proposes (per-task loss weights λ_t, the soft-encoding temperature τ, the learning rate and, where asked,
+TAMOR's ``correction_decay``; a range whose ends are equal fixes its parameter), ASHA stops poor trials early, and
 the best trial's best checkpoint is exported to the model registry.
 """
 
@@ -16,7 +17,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import ray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -35,9 +36,21 @@ from tamor.tuning.trial_reports import CHECKPOINT_PATH_KEY, QueueReports, fit_an
 
 
 class Range(BaseModel):
+    """A log-uniform range; ``low == high`` fixes the parameter at that value (searched no more)."""
+
     model_config = ConfigDict(extra="forbid")
     low: float = Field(gt=0)
     high: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        return self
+
+    def domain(self) -> Any:
+        """Tune's log-uniform domain, or the one value of a fixed range."""
+        return self.low if self.low == self.high else tune.loguniform(self.low, self.high)
 
 
 class SweepConfig(BaseModel):
@@ -50,6 +63,9 @@ class SweepConfig(BaseModel):
     loss_weight: Range = Range(low=0.25, high=4.0)  # λ_t, log-uniform, one per task
     temperature: Range = Range(low=0.05, high=5.0)  # τ, log-uniform
     lr: Range = Range(low=1e-3, high=1e-2)
+    correction_decay: Range | None = Field(
+        None, description="TAMOR's correction_decay (log-uniform); None: not searched, the model config's value"
+    )
     objective: Literal["mean_auc", "business"] = "mean_auc"
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial gets before it can be stopped")
     reduction_factor: int = Field(2, ge=2)
@@ -64,21 +80,25 @@ class SweepConfig(BaseModel):
 
 
 def search_space(cfg: SweepConfig, tasks: list[str]) -> dict[str, Any]:
-    space = {f"lambda_{t}": tune.loguniform(cfg.loss_weight.low, cfg.loss_weight.high) for t in tasks}
-    space["temperature"] = tune.loguniform(cfg.temperature.low, cfg.temperature.high)
-    space["lr"] = tune.loguniform(cfg.lr.low, cfg.lr.high)
+    space = {f"lambda_{t}": cfg.loss_weight.domain() for t in tasks}
+    space["temperature"] = cfg.temperature.domain()
+    space["lr"] = cfg.lr.domain()
+    if cfg.correction_decay is not None:
+        space["correction_decay"] = cfg.correction_decay.domain()
     return space
 
 
+def searched_params(tasks: list[str]) -> list[str]:
+    """The parameters a trial may carry, in the order tables and plots show them."""
+    return ["temperature", "correction_decay", "lr", *[f"lambda_{t}" for t in tasks]]
+
+
 def trial_train_config(base: TrainConfig, params: dict[str, Any], tasks: list[str]) -> TrainConfig:
-    """The base training config with one trial's λ_t, τ and learning rate."""
-    model = base.model.model_copy(
-        update={
-            "loss_weights": {t: float(params[f"lambda_{t}"]) for t in tasks},
-            "temperature": float(params["temperature"]),
-        }
-    )
-    return base.model_copy(update={"model": model, "lr": float(params["lr"])})
+    """The base training config with one trial's λ_t, τ, learning rate and (where searched) correction decay."""
+    update = {"loss_weights": {t: float(params[f"lambda_{t}"]) for t in tasks}, "temperature": float(params["temperature"])}
+    if "correction_decay" in params:
+        update["correction_decay"] = float(params["correction_decay"])
+    return base.model_copy(update={"model": base.model.model_copy(update=update), "lr": float(params["lr"])})
 
 
 def run_trial(params: dict[str, Any]) -> None:
@@ -163,9 +183,7 @@ def trials_table(grid: tune.ResultGrid, tasks: list[str]) -> pd.DataFrame:
                 "status": "ERROR" if result.error else "TERMINATED",
                 "epochs": int(history["training_iteration"].max()) if history is not None and len(history) else 0,
                 "val_objective": best,
-                "temperature": cfg.get("temperature"),
-                "lr": cfg.get("lr"),
-                **{f"lambda_{t}": cfg.get(f"lambda_{t}") for t in tasks},
+                **{p: cfg.get(p) for p in searched_params(tasks) if p in cfg},
                 CHECKPOINT_PATH_KEY: (result.metrics or {}).get(CHECKPOINT_PATH_KEY),
             }
         )
@@ -173,14 +191,14 @@ def trials_table(grid: tune.ResultGrid, tasks: list[str]) -> pd.DataFrame:
 
 
 def plot_trials(table: pd.DataFrame, tasks: list[str], path: Path) -> None:
-    """The objective against τ and against each λ_t (log x axes)."""
-    params = ["temperature", *[f"lambda_{t}" for t in tasks]]
-    fig, axes = subplots(1, len(params), figsize=(3.2 * len(params), 3.0), sharey=True)
-    for ax, param in zip(axes, params):
+    """The objective against each parameter the trials varied: τ, the correction decay, lr, λ_t (log x axes)."""
+    params = [p for p in searched_params(tasks) if p in table and table[p].nunique() > 1] or ["temperature"]
+    fig, axes = subplots(1, len(params), figsize=(3.2 * len(params), 3.0), sharey=True, squeeze=False)
+    for ax, param in zip(axes[0], params):
         ax.scatter(table[param], table["val_objective"], c=table["epochs"], cmap="viridis")
         ax.set_xscale("log")
-        ax.set_xlabel("τ" if param == "temperature" else f"λ {param[7:]}")
-    axes[0].set_ylabel("validation objective (colour: epochs run)")
+        ax.set_xlabel({"temperature": "τ", "lr": "learning rate"}.get(param, f"λ {param[7:]}" if param.startswith("lambda_") else param))
+    axes[0][0].set_ylabel("validation objective (colour: epochs run)")
     save(fig, path, dpi=110)
 
 
@@ -232,7 +250,7 @@ def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
         "path": str(path),
         "best_trial": best["trial_id"],
         "best_objective": float(best["val_objective"]),
-        "best_params": {k: float(best[k]) for k in ["temperature", "lr", *[f"lambda_{t}" for t in tasks]]},
+        "best_params": {k: float(best[k]) for k in searched_params(tasks) if k in best},
         "best_checkpoint": str(ckpt_dir),
         "trials": len(table),
         "stopped_early": int((table["epochs"] < cfg.train.epochs).sum()),

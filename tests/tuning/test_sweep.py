@@ -14,7 +14,7 @@ from tamor.platform.objectives import TIER_TASK_WEIGHTS
 from tamor.platform.registry import Registry
 from tamor.platform.tracking import read_offline_history
 from tamor.platform.train import TrainConfig
-from tamor.tuning.sweep import SweepConfig, check_fits, objective_weights, sweep, trial_train_config
+from tamor.tuning.sweep import Range, SweepConfig, check_fits, objective_weights, search_space, sweep, trial_train_config
 
 TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, ple_levels=1)
 
@@ -40,12 +40,27 @@ def test_trial_config_carries_lambda_tau_and_lr():
     assert cfg.model.temperature == 0.1 and cfg.lr == 0.004
 
 
+def test_the_correction_decay_is_searched_only_when_asked_and_reaches_the_model():
+    assert "correction_decay" not in search_space(SweepConfig(), ["click"])
+    space = search_space(SweepConfig(correction_decay=Range(low=0.1, high=30)), ["click"])
+    assert space["correction_decay"].lower == 0.1 and space["correction_decay"].upper == 30
+    params = {"lambda_click": 1.0, "temperature": 1.0, "lr": 0.001, "correction_decay": 7.0}
+    assert trial_train_config(TrainConfig(), params, ["click"]).model.correction_decay == 7.0
+
+
+def test_a_range_whose_ends_are_equal_fixes_its_parameter_and_a_reversed_one_is_refused():
+    space = search_space(SweepConfig(loss_weight=Range(low=1, high=1), lr=Range(low=0.002, high=0.002)), ["click", "invest"])
+    assert space["lambda_click"] == space["lambda_invest"] == 1 and space["lr"] == 0.002
+    with pytest.raises(ValueError, match="above high"):
+        Range(low=2, high=1)
+
+
 @pytest.fixture(scope="module")
 def finished_sweep(ray_session, synthetic_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     # 6 trials, 2 at a time: ASHA (grace 1, factor 2) stops a trial that is below the median of
     # those before it at a rung, so some trial is stopped unless all 6 improve in order.
-    cfg = sweep_config(synthetic_data, tmp, objective="business", num_samples=6)
+    cfg = sweep_config(synthetic_data, tmp, objective="business", num_samples=6, correction_decay=Range(low=0.1, high=30))
     return cfg, sweep(cfg)
 
 
@@ -54,7 +69,8 @@ def test_sweep_runs_asha_stops_early_and_exports_the_best(finished_sweep):
     trials = pd.read_csv(Path(summary["path"]) / "trials.csv")
     assert len(trials) == 6 and (trials["status"] == "TERMINATED").all()
     assert (trials["epochs"] < 3).any(), "ASHA stopped no trial early"
-    assert trials["temperature"].nunique() == 6  # Optuna proposed different τ
+    assert trials["temperature"].nunique() == trials["correction_decay"].nunique() == 6  # Optuna proposed different τ and decays
+    assert set(summary["best_params"]) >= {"temperature", "correction_decay", "lr"}
     version = Registry(cfg.registry).resolve("latest")
     assert version.meta["source"]["sweep"] == summary["name"]
     assert version.meta["metric_value"] == pytest.approx(trials["val_objective"].max())
