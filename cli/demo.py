@@ -133,7 +133,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
             (out / "trials.png").write_bytes((Path(summary["path"]) / "trials.png").read_bytes())
             best = registry.resolve("best")
             s["figure"] = (f"best trial objective {summary['best_objective']:.4f}, {summary['stopped_early']} of {summary['trials']} "
-                           f"stopped early; registry best = {best.name}")
+                           f"stopped early by ASHA; registry best = {best.name}")
 
     with step("Fig. 3: tier-aware vs tier-agnostic representations") as s:
         tamor_model = load_model(runs["tamor"]["best_checkpoint"])

@@ -225,7 +225,8 @@ def tune(
         s["figure"] = f"best objective {summary['best_objective']:.4f}"
     print_frame(f"sweep {summary['name']}: trials", pd.read_csv(Path(summary["path"]) / "trials.csv").drop(columns=["checkpoint_path"]))
     console.print(f"best trial {summary['best_trial']}: objective {summary['best_objective']:.4f} with {summary['best_params']}")
-    console.print(f"{summary['stopped_early']} of {summary['trials']} trials stopped early by ASHA; plots and CSV in {summary['path']}")
+    console.print(f"{summary['stopped_early']} of {summary['trials']} trials stopped early by ASHA, {summary['stopped_patience']} by "
+                  f"the trainer's early stopping (patience); plots and CSV in {summary['path']}")
     if "registry_version" in summary:
         console.print(f"exported to the registry as {summary['registry_version']}")
 

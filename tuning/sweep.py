@@ -170,8 +170,18 @@ def build_tuner(cfg: SweepConfig, name: str) -> tune.Tuner:
     )
 
 
-def trials_table(grid: tune.ResultGrid, tasks: list[str]) -> pd.DataFrame:
-    """One row per trial: its parameters, best objective, epochs run and status."""
+def ended_by(history: pd.DataFrame | None, train: TrainConfig) -> str:
+    """Why a trial ended: ``epochs`` (all of them), ``patience`` (the trainer's early stopping) or ``asha``."""
+    if history is None or history.empty:
+        return "none"
+    last = history.iloc[-1]
+    if int(last["training_iteration"]) >= train.epochs:
+        return "epochs"
+    return "patience" if last.get("stale_epochs", 0) >= train.patience else "asha"
+
+
+def trials_table(grid: tune.ResultGrid, tasks: list[str], train: TrainConfig) -> pd.DataFrame:
+    """One row per trial: its parameters, best objective, epochs run, why it ended and status."""
     rows = []
     for result in grid:
         cfg = result.config or {}
@@ -182,6 +192,7 @@ def trials_table(grid: tune.ResultGrid, tasks: list[str]) -> pd.DataFrame:
                 "trial_id": (result.metrics or {}).get("trial_id", Path(result.path).name),
                 "status": "ERROR" if result.error else "TERMINATED",
                 "epochs": int(history["training_iteration"].max()) if history is not None and len(history) else 0,
+                "ended": ended_by(history, train),
                 "val_objective": best,
                 **{p: cfg.get(p) for p in searched_params(tasks) if p in cfg},
                 CHECKPOINT_PATH_KEY: (result.metrics or {}).get(CHECKPOINT_PATH_KEY),
@@ -240,7 +251,7 @@ def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
     else:
         tuner = build_tuner(cfg, name)
     grid = tuner.fit()
-    table = trials_table(grid, tasks)
+    table = trials_table(grid, tasks, cfg.train)
     table.to_csv(path / "trials.csv", index=False)
     plot_trials(table, tasks, path / "trials.png")
     best = table.iloc[0]
@@ -253,7 +264,8 @@ def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
         "best_params": {k: float(best[k]) for k in searched_params(tasks) if k in best},
         "best_checkpoint": str(ckpt_dir),
         "trials": len(table),
-        "stopped_early": int((table["epochs"] < cfg.train.epochs).sum()),
+        "stopped_early": int((table["ended"] == "asha").sum()),  # by ASHA
+        "stopped_patience": int((table["ended"] == "patience").sum()),  # by the trainer's early stopping
     }
     if cfg.registry:
         version = Registry(cfg.registry).export(

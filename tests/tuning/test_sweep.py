@@ -14,7 +14,7 @@ from tamor.platform.objectives import TIER_TASK_WEIGHTS
 from tamor.platform.registry import Registry
 from tamor.platform.tracking import read_offline_history
 from tamor.platform.train import TrainConfig
-from tamor.tuning.sweep import Range, SweepConfig, check_fits, objective_weights, search_space, sweep, trial_train_config
+from tamor.tuning.sweep import Range, SweepConfig, check_fits, ended_by, objective_weights, search_space, sweep, trial_train_config
 
 TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, ple_levels=1)
 
@@ -55,6 +55,17 @@ def test_a_range_whose_ends_are_equal_fixes_its_parameter_and_a_reversed_one_is_
         Range(low=2, high=1)
 
 
+def test_a_trial_says_whether_asha_the_trainers_patience_or_the_last_epoch_ended_it():
+    train = TrainConfig(epochs=10, patience=2)
+
+    def history(stale: list[int]) -> pd.DataFrame:
+        return pd.DataFrame({"training_iteration": range(1, len(stale) + 1), "stale_epochs": stale})
+
+    assert ended_by(history([0, 0, 1, 2]), train) == "patience"
+    assert ended_by(history([0, 0, 1]), train) == "asha"
+    assert ended_by(history([0] * 10), train) == "epochs"
+
+
 @pytest.fixture(scope="module")
 def finished_sweep(ray_session, synthetic_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
@@ -69,6 +80,8 @@ def test_sweep_runs_asha_stops_early_and_exports_the_best(finished_sweep):
     trials = pd.read_csv(Path(summary["path"]) / "trials.csv")
     assert len(trials) == 6 and (trials["status"] == "TERMINATED").all()
     assert (trials["epochs"] < 3).any(), "ASHA stopped no trial early"
+    # patience 3 cannot end a 3-epoch trial, so every shorter one was ASHA's
+    assert ((trials["ended"] == "asha") == (trials["epochs"] < 3)).all() and summary["stopped_early"] == (trials["epochs"] < 3).sum()
     assert trials["temperature"].nunique() == trials["correction_decay"].nunique() == 6  # Optuna proposed different τ and decays
     assert set(summary["best_params"]) >= {"temperature", "correction_decay", "lr"}
     version = Registry(cfg.registry).resolve("latest")
