@@ -59,14 +59,14 @@ ABLATIONS = {  # variants on the same splits and seeds, by --models
 # <model>_noema: that model validated and tested on its raw weights (ema_decay 0; the default averages them)
 # <model>_ema: that model on its weights' moving average at 0.99 whatever --ema-decay says (the runs before it was the default)
 # <model>_labels: that model trained on the labels alone (no tree teacher, distill 0)
-MIN_POSITIVES = 50
+MIN_POSITIVES = 50  # cells with fewer test positives are shown but not judged
 
 
 def ablation(name: str) -> dict:
     """The model config fields of a model or variant name (``ABLATIONS``, ``tamor_decay<d>``, or a model)."""
     if m := re.fullmatch(r"tamor_decay(\d+(?:\.\d+)?)", name):
         return {"name": "tamor", "correction_decay": float(m.group(1))}
-    return ABLATIONS.get(name, {"name": name})  # cells with fewer test positives are shown but not judged
+    return ABLATIONS.get(name, {"name": name})
 
 
 # ------------------------------------------------------------------------------------------ data

@@ -171,7 +171,7 @@ def build_tuner(cfg: SweepConfig, name: str) -> tune.Tuner:
 
 
 def ended_by(history: pd.DataFrame | None, train: TrainConfig) -> str:
-    """Why a trial ended: ``epochs`` (all of them), ``patience`` (the trainer's early stopping) or ``asha``."""
+    """Why a trial that did not fail ended: ``epochs`` (all of them), ``patience`` (the trainer's early stopping) or ``asha``."""
     if history is None or history.empty:
         return "none"
     last = history.iloc[-1]
@@ -192,7 +192,7 @@ def trials_table(grid: tune.ResultGrid, tasks: list[str], train: TrainConfig) ->
                 "trial_id": (result.metrics or {}).get("trial_id", Path(result.path).name),
                 "status": "ERROR" if result.error else "TERMINATED",
                 "epochs": int(history["training_iteration"].max()) if history is not None and len(history) else 0,
-                "ended": ended_by(history, train),
+                "ended": "error" if result.error else ended_by(history, train),
                 "val_objective": best,
                 **{p: cfg.get(p) for p in searched_params(tasks) if p in cfg},
                 CHECKPOINT_PATH_KEY: (result.metrics or {}).get(CHECKPOINT_PATH_KEY),
