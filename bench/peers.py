@@ -12,7 +12,8 @@ over tasks with the best weights restored, the weights' moving average validated
 `tamor train`; torch-rechub's models too: the same loop for every deep model); N seeds each. Test AUC and log loss per task × (overall,
 each tier) are written as mean ± std (``peers.csv``, ``peers.md``) with the wall time of each fit, and
 tamor's AUC difference to our MMoE and to every model ahead of it with a paired bootstrap interval over the
-test rows and seeds; ``predictions.npz`` keeps the test probabilities, and ``--from-run`` summarises a
+test rows and seeds; with more seeds than ``--draw`` K, how often a draw of K seeds puts tamor at or above each
+model in each judged cell (``draws.csv``), beside an A/A draw of our MMoE against itself; ``predictions.npz`` keeps the test probabilities, and ``--from-run`` summarises a
 finished run again without fitting (``--data <its data> --out <its directory> --from-run``).
 """
 
@@ -38,7 +39,7 @@ from tamor.models.factory import build_model
 from tamor.models.feature_spec import SIDES, FeatureSpec
 from tamor.models.inputs import batch_columns, batch_from_columns
 from tamor.models.loss import MultiTaskLoss
-from tamor.models.metrics import evaluate_predictions, paired_auc_difference
+from tamor.models.metrics import evaluate_predictions, paired_auc_difference, seed_draws
 from tamor.platform.data_dir import DataDir
 from tamor.platform.teacher import feature_columns, features_of, has_teacher, new_tree
 from tamor.platform.train import TrainConfig, weight_average
@@ -258,6 +259,25 @@ def summarise(results: pd.DataFrame, models: list[str], predictions: dict[str, n
     return wide["auc"].reset_index(), wide["logloss"].reset_index(), pd.DataFrame(judged), times
 
 
+def draws(results: pd.DataFrame, models: list[str], k: int) -> pd.DataFrame:
+    """In the cells with ≥ ``MIN_POSITIVES`` test positives, the share of draws of k seeds whose mean puts tamor at
+    or above each other model, and our MMoE and tamor at or above themselves (A/A: two disjoint draws of the
+    same model, where it takes 2k seeds): how likely one run of k seeds is to call a cell, and every cell at
+    once, for tamor when the difference is the seeds' luck (:func:`seed_draws`). Empty without tamor."""
+    judged = results[(results["positives"] >= MIN_POSITIVES) & (results["slice"] != "scenario")]
+    seeds = judged.groupby("model")["seed"].nunique()
+    if "tamor" not in models or seeds.get("tamor", 0) < k:
+        return pd.DataFrame()
+    pairs = [("tamor", m) for m in models if m != "tamor" and seeds.get(m, 0) >= k]
+    pairs += [(m, m) for m in ("mmoe", "tamor") if seeds.get(m, 0) >= 2 * k]
+    table = None
+    for a, b in pairs:
+        share = seed_draws(judged, a, b, k).set_index(["task", "group"])["share"]
+        column = f"{a} ≥ {b}" + (" (A/A)" if a == b else "")
+        table = share.rename(column).to_frame() if table is None else table.join(share.rename(column))
+    return table.reset_index()
+
+
 def cell_difference(task: str, group: str, a: str, b: str, predictions: dict[str, np.ndarray], spec: FeatureSpec,
                     test: dict[str, Tensor]) -> dict[str, float]:
     """Model ``a``'s AUC minus ``b``'s (means over seeds) on one task × tier cell of the test split, with its
@@ -289,6 +309,8 @@ def main() -> None:
     ap.add_argument("--distill", type=float, default=recipe.distill, help="α of the tree teacher (0: labels only)")
     ap.add_argument("--tier-distill", nargs="+", default=[], metavar="TIER=α", help="α for the rows of a tier, e.g. low=1.0")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--draw", type=int, default=3, metavar="K",
+                    help="with more seeds than K: how often a draw of K seeds puts tamor at or above each model, per judged cell")
     ap.add_argument("--out", type=Path, default=Path("runs/peers"))
     ap.add_argument("--from-run", action="store_true",
                     help="fit nothing: summarise again the run already in --out (peers_runs.csv, predictions.npz) on its --data")
@@ -336,6 +358,14 @@ def main() -> None:
             "test rows, both models scored on the same rows, and of each model's seeds): an interval that holds 0 is a "
             "difference these rows and seeds cannot tell from none.\n",
             judged.to_markdown(index=False, disable_numparse=True) if len(judged) else "none"]
+    shares = draws(results, args.models, args.draw) if args.seeds > args.draw else pd.DataFrame()
+    if len(shares):
+        shares.to_csv(args.out / "draws.csv", index=False)
+        text += [f"\n## Over every draw of {args.draw} of the {args.seeds} seeds, cells with ≥ {MIN_POSITIVES} test positives\n",
+                 f"Share of the draws whose mean AUC over {args.draw} seeds puts the first model at or above the second "
+                 "(every cell: in all of them at once). An A/A column pits two disjoint draws of one model against each "
+                 "other: what the seeds' luck alone gives a comparison judged on one draw.\n",
+                 shares.to_markdown(index=False, floatfmt=".2f")]
     (args.out / "peers.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
     print(f"\nwrote {args.out / 'peers.md'} and peers.csv", file=sys.stderr)
