@@ -272,7 +272,7 @@ def draws(results: pd.DataFrame, models: list[str], k: int) -> pd.DataFrame:
     pairs += [(m, m) for m in ("mmoe", "tamor") if seeds.get(m, 0) >= 2 * k]
     table = None
     for a, b in pairs:
-        share = seed_draws(judged, a, b, k).set_index(["task", "group"])["share"]
+        share = seed_draws(judged, a, b, k, decimals=4).set_index(["task", "group"])["share"]  # as the tables print them
         column = f"{a} ≥ {b}" + (" (A/A)" if a == b else "")
         table = share.rename(column).to_frame() if table is None else table.join(share.rename(column))
     return table.reset_index()
@@ -362,8 +362,8 @@ def main() -> None:
     if len(shares):
         shares.to_csv(args.out / "draws.csv", index=False)
         text += [f"\n## Over every draw of {args.draw} of the {args.seeds} seeds, cells with ≥ {MIN_POSITIVES} test positives\n",
-                 f"Share of the draws whose mean AUC over {args.draw} seeds puts the first model at or above the second "
-                 "(every cell: in all of them at once). An A/A column pits two disjoint draws of one model against each "
+                 f"Share of the draws whose mean AUC over {args.draw} seeds, to four decimals as in the tables above, puts the "
+                 "first model at or above the second (every cell: in all of them at once). An A/A column pits two disjoint draws of one model against each "
                  "other: what the seeds' luck alone gives a comparison judged on one draw.\n",
                  shares.to_markdown(index=False, floatfmt=".2f")]
     (args.out / "peers.md").write_text("\n".join(text) + "\n")

@@ -103,7 +103,7 @@ def paired_auc_difference(labels: np.ndarray, probs_a: Sequence[np.ndarray], pro
     return {"diff": float(aucs(every, probs_a).mean() - aucs(every, probs_b).mean()), "low": float(low), "high": float(high)}
 
 
-def seed_draws(per_fit: pd.DataFrame, a: str, b: str, k: int) -> pd.DataFrame:
+def seed_draws(per_fit: pd.DataFrame, a: str, b: str, k: int, decimals: int | None = None) -> pd.DataFrame:
     """How often model ``a``'s mean AUC over k seeds is at or above ``b``'s, over every draw of the seeds.
 
     ``per_fit``: one row per model × seed × cell, columns ``model``, ``seed``, ``task``, ``group``, ``auc`` (a
@@ -112,7 +112,8 @@ def seed_draws(per_fit: pd.DataFrame, a: str, b: str, k: int) -> pd.DataFrame:
     alone) every ordered pair of disjoint k-subsets. A comparison judged on one draw of k seeds passes or
     fails with the share of draws it would pass with. Returns one row per cell and a last, ``every cell``:
     ``share`` (of draws with mean_a ≥ mean_b; in every cell at once for the last row), ``low`` / ``high``
-    (5th / 95th percentile of mean_a − mean_b) and ``draws``.
+    (5th / 95th percentile of mean_a − mean_b) and ``draws``. With ``decimals`` the means are compared as a
+    table printed to that many decimals shows them (equal there counts as at or above).
     """
     def subset_means(model: str) -> tuple[np.ndarray, list[tuple[int, ...]], pd.Index]:
         table = per_fit[per_fit["model"] == model].pivot_table(index="seed", columns=["task", "group"], values="auc", sort=False)
@@ -128,15 +129,18 @@ def seed_draws(per_fit: pd.DataFrame, a: str, b: str, k: int) -> pd.DataFrame:
         pairs = [(i, j) for i, s in enumerate(subsets) for j, t in enumerate(subsets) if not set(s) & set(t)]
         if not pairs:
             raise ValueError(f"an A/A draw of {a} needs at least {2 * k} seeds")
-        diff = np.array([mean_a[i] - mean_a[j] for i, j in pairs])
+        first, second = mean_a[[i for i, _ in pairs]], mean_a[[j for _, j in pairs]]  # [draws, cells] each
     else:
         mean_b, _, cells_b = subset_means(b)
         if list(cells_b) != list(cells):
             raise ValueError(f"{a} and {b} are scored on different cells")
-        diff = (mean_a[:, None, :] - mean_b[None, :, :]).reshape(-1, len(cells))
-    rows = [{"task": task, "group": group, "share": float((diff[:, c] >= 0).mean()),
+        first = np.repeat(mean_a, len(mean_b), axis=0)
+        second = np.tile(mean_b, (len(mean_a), 1))
+    diff = first - second
+    ahead = diff >= 0 if decimals is None else first.round(decimals) >= second.round(decimals)  # [draws, cells]
+    rows = [{"task": task, "group": group, "share": float(ahead[:, c].mean()),
              "low": float(np.quantile(diff[:, c], 0.05)), "high": float(np.quantile(diff[:, c], 0.95)), "draws": len(diff)}
             for c, (task, group) in enumerate(cells)]
-    rows.append({"task": "every cell", "group": "", "share": float((diff >= 0).all(1).mean()), "low": np.nan, "high": np.nan,
+    rows.append({"task": "every cell", "group": "", "share": float(ahead.all(1).mean()), "low": np.nan, "high": np.nan,
                  "draws": len(diff)})
     return pd.DataFrame(rows)

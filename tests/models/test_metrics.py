@@ -106,3 +106,12 @@ def test_seed_draws_say_how_often_a_k_seed_mean_comes_out_ahead():
         seed_draws(fits, "b", "b", k=3)
     with pytest.raises(ValueError, match="fewer than the 6"):
         seed_draws(fits, "a", "b", k=6)  # b has 5
+
+
+def test_seed_draws_can_read_the_means_as_a_table_printed_to_four_decimals_does():
+    """Two models a hundred-thousandth apart in every fit: behind in every draw at full precision, level (so at
+    or above) when the means are compared as printed to four decimals."""
+    a = per_fit_aucs("a", 0.99470, 4, 0.0, np.random.default_rng(0))
+    b = a.assign(model="b", auc=a["auc"] + 0.00001)
+    assert (seed_draws(pd.concat([a, b]), "a", "b", k=2)["share"] == 0.0).all()
+    assert (seed_draws(pd.concat([a, b]), "a", "b", k=2, decimals=4)["share"] == 1.0).all()
