@@ -265,11 +265,12 @@ def draws(results: pd.DataFrame, models: list[str], k: int) -> pd.DataFrame:
     same model, where it takes 2k seeds): how likely one run of k seeds is to call a cell, and every cell at
     once, for tamor when the difference is the seeds' luck (:func:`seed_draws`). Empty without tamor."""
     judged = results[(results["positives"] >= MIN_POSITIVES) & (results["slice"] != "scenario")]
+    judged = judged[judged.groupby(["task", "group"])["auc"].transform(lambda auc: auc.notna().all())]  # every fit scored
     seeds = judged.groupby("model")["seed"].nunique()
-    if "tamor" not in models or seeds.get("tamor", 0) < k:
-        return pd.DataFrame()
-    pairs = [("tamor", m) for m in models if m != "tamor" and seeds.get(m, 0) >= k]
+    pairs = [("tamor", m) for m in models if m != "tamor" and seeds.get(m, 0) >= k and seeds.get("tamor", 0) >= k]
     pairs += [(m, m) for m in ("mmoe", "tamor") if seeds.get(m, 0) >= 2 * k]
+    if "tamor" not in models or not pairs:
+        return pd.DataFrame()
     table = None
     for a, b in pairs:
         share = seed_draws(judged, a, b, k, decimals=4).set_index(["task", "group"])["share"]  # as the tables print them
