@@ -1,4 +1,5 @@
-"""Training-step throughput of every model, and batched vs looped experts, side by side in one run.
+"""Training-step throughput of every model (`tamor train`'s step, :func:`tamor.platform.step.train_step`, with its
+default recipe), and batched vs looped experts, side by side in one run.
 
     python bench/model_step.py                       # CPU, batch 512 and 4096
     python bench/model_step.py --device cuda --bf16 --batch-sizes 4096 32768
@@ -21,7 +22,8 @@ from tamor.models.config import ModelConfig  # noqa: E402
 from tamor.models.factory import MODELS, build_model  # noqa: E402
 from tamor.models.inputs import batch_from_columns  # noqa: E402
 from tamor.models.layers import BatchedExperts  # noqa: E402
-from tamor.models.loss import MultiTaskLoss  # noqa: E402
+from tamor.platform.step import Learner, train_step  # noqa: E402
+from tamor.platform.train_config import TrainConfig  # noqa: E402
 
 
 def timed(step, device: str, seconds: float) -> float:
@@ -42,7 +44,7 @@ def timed(step, device: str, seconds: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
+    p.add_argument("--bf16", action="store_true", help="autocast the experts' comparison to bfloat16 (the training step autocasts on GPUs, as `tamor train` does)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[512, 4096])
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--experts", type=int, default=8)
@@ -53,21 +55,12 @@ def main() -> None:
     print(f"device={dev} bf16={args.bf16} torch={torch.__version__} threads={torch.get_num_threads()}")
     print(f"{'model':<16}" + "".join(f"{'B=' + str(b):>14}" for b in args.batch_sizes) + "   (samples/s, train step)")
     for name in sorted(MODELS):
-        model = build_model(ModelConfig(name=name, num_experts=args.experts), spec).to(dev)
-        loss = MultiTaskLoss(spec).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        config = ModelConfig(name=name, num_experts=args.experts)
+        learner = Learner.build(build_model(config, spec), spec, TrainConfig(model=config), torch.device(dev))
         rates = []
         for b in args.batch_sizes:
             batch = batch_from_columns(spec, planted_columns(spec, b, seed=0), device=dev)
-
-            def step():
-                opt.zero_grad(set_to_none=True)
-                with amp:
-                    total, _ = loss(model(batch), batch)
-                total.backward()
-                opt.step()
-
-            rates.append(b * timed(step, dev, args.seconds))
+            rates.append(b * timed(lambda batch=batch: train_step(learner, batch), dev, args.seconds))
         print(f"{name:<16}" + "".join(f"{r:>14,.0f}" for r in rates))
 
     print(f"\nexperts: {args.experts} MLPs 192 -> 256 -> 128, forward + backward (samples/s)")
@@ -80,12 +73,12 @@ def main() -> None:
         def run_batched():
             with amp:
                 out = batched(x)
-            out.float().sum().backward()
+            torch.autograd.grad(out.float().sum(), list(batched.parameters()))  # the layer's gradients; no training step
 
         def run_loop():
             with amp:
                 out = torch.stack([e(x) for e in loop], dim=1)
-            out.float().sum().backward()
+            torch.autograd.grad(out.float().sum(), list(loop.parameters()))
 
         rb, rl = b * timed(run_batched, dev, args.seconds), b * timed(run_loop, dev, args.seconds)
         print(f"{b:<10}{rb:>14,.0f}{rl:>14,.0f}{rb / rl:>9.2f}x")

@@ -74,6 +74,7 @@ def run_size(rows: int, work: Path, block_rows: int) -> list[dict]:
     from tamor.platform.evaluate import evaluate_checkpoint
     from tamor.platform.generate import generate
     from tamor.platform.preprocess import preprocess
+    from tamor.platform.run_files import read_epochs
     from tamor.platform.schema import load_schema
     from tamor.platform.train import TrainConfig, train
     from tamor.platform.world import WorldConfig
@@ -102,7 +103,7 @@ def run_size(rows: int, work: Path, block_rows: int) -> list[dict]:
 
     def fit() -> str:
         summary.update(train(cfg))
-        epoch = json.loads((Path(summary["run_dir"]) / "epochs.jsonl").read_text().splitlines()[-1])
+        epoch = read_epochs(summary["run_dir"])[-1]
         per_worker = ", ".join(f"rank {w['rank']} {w['peak_rss_mb']:.0f} MiB" for w in epoch["workers"])
         return f"val AUC {epoch['val_auc_mean']:.4f} on {epoch['val_rows']:,} rows; {epoch['train_samples_per_s']:,.0f} samples/s; {per_worker}"
 

@@ -92,13 +92,12 @@ def epoch_watch(run_dir: Path, epochs: int, metric: str = "val_auc_mean") -> Cal
     """A :class:`Steps` watcher for a training run: its last finished epoch and validation metric."""
 
     def last_epoch() -> str | None:
-        log = Path(run_dir) / "epochs.jsonl"
-        if not log.exists():
+        from tamor.platform.run_files import read_epochs
+
+        logged = read_epochs(run_dir)
+        if not logged:
             return None
-        lines = log.read_text().strip().splitlines()
-        if not lines:
-            return None
-        last = json.loads(lines[-1])
+        last = logged[-1]
         return f"epoch {last['epoch'] + 1}/{epochs}, {metric} {last.get(metric, float('nan')):.4f}"
 
     return last_epoch

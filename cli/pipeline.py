@@ -20,7 +20,8 @@ from rich.console import Console
 
 from tamor.cli.common import Steps, epoch_watch
 from tamor.platform.gate import GateConfig
-from tamor.platform.train import TrainConfig
+from tamor.platform.run_files import read_epochs
+from tamor.platform.train_config import TrainConfig
 
 
 class PipelineTrainConfig(TrainConfig):
@@ -135,6 +136,6 @@ def run_pipeline(cfg: PipelineConfig, console: Console) -> dict:
 
 def worker_nodes(run_dir: Path) -> list[str]:
     """The node of each training worker (rank order), from the last epoch the run logged."""
-    lines = (run_dir / "epochs.jsonl").read_text().splitlines()
-    workers = json.loads(lines[-1]).get("workers", []) if lines else []
+    logged = read_epochs(run_dir)
+    workers = logged[-1].get("workers", []) if logged else []
     return [w["node"] for w in sorted(workers, key=lambda w: w["rank"])]

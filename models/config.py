@@ -32,9 +32,6 @@ class ModelConfig(BaseModel):
     correction_decay: float = Field(
         1.0, ge=0, description="TAMOR with the shared path: AdamW weight decay on the tier-aware part (towards MMoE); 0: as the rest"
     )
-    correction_dropout: float = Field(
-        0.0, ge=0, lt=1, description="TAMOR with the shared path: drop the tier-aware correction of a training row with this probability"
-    )
     user_specific_tasks: list[str] = Field(default_factory=lambda: ["invest", "large_invest"])
     dropout: float = Field(0.0, ge=0, lt=1)
     loss_weights: dict[str, float] = Field(default_factory=dict, description="λ_t; tasks not named get 1.0")

@@ -1,6 +1,5 @@
 """The multi-task loss: Σ_t λ_t · BCE_t over the rows where task t is defined, against the labels or,
-with ``distill`` α, against (1 − α) · label + α · the tree teacher's probability (``batch["teacher"]``);
-``tier_distill`` gives named tiers their own α."""
+with ``distill`` α, against (1 − α) · label + α · the tree teacher's probability (``batch["teacher"]``)."""
 
 from __future__ import annotations
 
@@ -19,20 +18,13 @@ class MultiTaskLoss(nn.Module):
     row's tier (the spec's task × tier mask). Returns the weighted total and each task's mean BCE.
     With ``distill`` α > 0 the target is (1 − α) · label + α · ``batch["teacher"]`` ``[B, T]`` where the
     batch has it (training batches): the out-of-fold tree teacher's probabilities (``platform/teacher.py``).
-    ``tier_distill`` ``{tier name: α}`` replaces α for the rows of those tiers (the rest keep ``distill``).
     """
 
-    def __init__(self, spec: FeatureSpec, weights: Mapping[str, float] | None = None, distill: float = 0.0,
-                 tier_distill: Mapping[str, float] | None = None):
+    def __init__(self, spec: FeatureSpec, weights: Mapping[str, float] | None = None, distill: float = 0.0):
         super().__init__()
-        tier_distill = dict(tier_distill or {})
-        if set(tier_distill) - set(spec.tiers):
-            raise TamorError(f"tier_distill for unknown tiers {sorted(set(tier_distill) - set(spec.tiers))}; tiers are {spec.tiers}")
-        alphas = [float(tier_distill.get(g, distill)) for g in spec.tiers]
-        if not all(0 <= a <= 1 for a in [distill, *alphas]):
-            raise TamorError(f"distill must be in [0, 1], got {distill} and per tier {tier_distill}")
-        self.distill = max(alphas)  # > 0: some row mixes in the teacher
-        self.register_buffer("tier_alpha", torch.tensor(alphas))  # [G_u]: α of each tier
+        if not 0 <= distill <= 1:
+            raise TamorError(f"distill must be in [0, 1], got {distill}")
+        self.distill = float(distill)
         self.tasks = spec.task_names
         weights = dict(weights or {})
         unknown = set(weights) - set(self.tasks)
@@ -50,8 +42,7 @@ class MultiTaskLoss(nn.Module):
         mask = self.row_mask(batch)
         target = batch["labels"]
         if self.distill and "teacher" in batch:
-            alpha = self.tier_alpha[batch["tier"]].unsqueeze(1)  # [B, 1]
-            target = (1 - alpha) * target + alpha * batch["teacher"]
+            target = (1 - self.distill) * target + self.distill * batch["teacher"]
         bce = F.binary_cross_entropy_with_logits(stacked, target, reduction="none") * mask
         per_task = bce.sum(0) / mask.sum(0).clamp_min(1.0)
         total = (self.weights * per_task).sum()

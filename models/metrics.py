@@ -6,7 +6,7 @@ seeds is at or above another's over every draw of the seeds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 import numpy as np
@@ -15,7 +15,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from tamor.models.feature_spec import FeatureSpec
 
-MIN_POSITIVES = 10
+MIN_CLASS_ROWS = 10  # a cell's AUC is computed with at least this many rows of each class
+JUDGED_POSITIVES = 50  # a cell is judged (benchmark, promotion gate) with at least this many test positives
 
 
 def _cell(y: np.ndarray, p: np.ndarray, min_positives: int) -> dict:
@@ -40,7 +41,7 @@ def evaluate_predictions(
     label_mask: np.ndarray,
     tier: np.ndarray,
     scenario: np.ndarray,
-    min_positives: int = MIN_POSITIVES,
+    min_positives: int = MIN_CLASS_ROWS,
 ) -> pd.DataFrame:
     """One row per (task, slice, group): ``probs``, ``labels``, ``label_mask`` are ``[N, T]``, ``tier``
     and ``scenario`` ``[N]``. Cells with one class or too few of one are kept with NaN and a note.
@@ -58,6 +59,13 @@ def evaluate_predictions(
     return pd.DataFrame(rows)
 
 
+def mean_auc(metrics: pd.DataFrame) -> float:
+    """The mean over tasks of the overall AUC (of :func:`evaluate_predictions`' table), skipping cells it left
+    undecided; NaN when none has an AUC. What training stops on and the benchmark selects epochs by."""
+    overall = metrics[metrics["slice"] == "overall"]["auc"]
+    return float(overall.mean()) if overall.notna().any() else float("nan")
+
+
 def paper_table(a: pd.DataFrame, b: pd.DataFrame, name_a: str = "tamor", name_b: str = "mmoe") -> pd.DataFrame:
     """AUC per task per user tier for two models with the relative lift of A over B, in percent."""
 
@@ -70,37 +78,80 @@ def paper_table(a: pd.DataFrame, b: pd.DataFrame, name_a: str = "tamor", name_b:
     return table.reset_index()
 
 
-def paired_auc_difference(labels: np.ndarray, probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarray],
-                          resamples: int = 1000, level: float = 0.95, seed: int = 0, resample_fits: bool = True) -> dict[str, float]:
-    """AUC(A) − AUC(B) on the same rows, each the mean over its fits (seeds), with a paired bootstrap interval.
+def weighted_aucs(labels: np.ndarray, probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """AUC of ``probs [N]`` against ``labels [N]`` for each row of ``counts [R, N]`` (how often each row is drawn
+    in a resample): ``[R]``, the same as ``roc_auc_score`` on the rows repeated by their counts."""
+    pos, neg = labels == 1, labels != 1
+    return _class_weighted_aucs(probs[pos], probs[neg], counts[:, pos], counts[:, neg])
 
-    ``labels [N]`` (0/1), ``probs_a`` / ``probs_b``: one ``[N]`` array per fit. The rows are resampled with
-    replacement, positives and negatives separately (every resample keeps the cell's class counts), and
-    both models are scored on the same resample, so the interval says how much of the difference the
-    particular test rows decide. With ``resample_fits`` each model's fits are drawn with replacement too, so
-    the spread between seeds widens it as well (with a few seeds a rough allowance, not a precise one).
-    An interval that holds 0 is a difference these rows and fits cannot tell from none.
-    Returns ``{"diff", "low", "high"}``: the observed difference and the ``level`` percentile interval.
-    """
+
+def _class_weighted_aucs(pos_probs: np.ndarray, neg_probs: np.ndarray, pos_counts: np.ndarray, neg_counts: np.ndarray) -> np.ndarray:
+    """By ranks: the negatives sorted once, each positive weighs the (weighted) negatives below it, ties half."""
+    order = np.argsort(neg_probs, kind="stable")
+    sorted_neg = neg_probs[order]
+    lo, hi = np.searchsorted(sorted_neg, pos_probs, "left"), np.searchsorted(sorted_neg, pos_probs, "right")
+    cum = np.zeros((len(neg_counts), len(neg_probs) + 1))
+    np.cumsum(neg_counts[:, order], axis=1, out=cum[:, 1:])  # [R, Q + 1]: weighted negatives below each sorted place
+    below = 0.5 * (cum[:, lo] + cum[:, hi])  # [R, P]
+    return (pos_counts * below).sum(axis=1) / (pos_counts.sum(axis=1) * neg_counts.sum(axis=1))
+
+
+def _resample_counts(n: int, r: int, rng: np.random.Generator) -> np.ndarray:
+    """``[r, n]``: how often each of n rows is drawn in each of r resamples of n rows with replacement."""
+    drawn = rng.integers(0, n, (r, n)) + np.arange(r)[:, None] * n
+    return np.bincount(drawn.ravel(), minlength=r * n).reshape(r, n)
+
+
+def bootstrap_mean_aucs(labels: np.ndarray, fits: Mapping[str, Sequence[np.ndarray]], resamples: int = 1000, seed: int = 0,
+                        resample_fits: bool = True, chunk: int = 100) -> dict[str, np.ndarray]:
+    """Each model's mean AUC over its fits on the same ``resamples`` bootstrap resamples of the rows: ``{model: [R]}``.
+
+    ``labels [N]`` (0/1); ``fits``: per model, one ``[N]`` array of probabilities per fit (seed). Rows are drawn
+    with replacement, positives and negatives separately (every resample keeps the class counts), once for every
+    model, so differences between models are paired. With ``resample_fits`` each model's fits are drawn with
+    replacement too, so the spread between seeds widens an interval as well (with a few seeds a rough allowance).
+    Scored by ranks, ``chunk`` resamples at a time (:func:`weighted_aucs`)."""
     labels = np.asarray(labels)
     if len(np.unique(labels)) != 2:
-        raise ValueError("paired_auc_difference needs both classes among the rows")
+        raise ValueError("a bootstrap of AUCs needs both classes among the rows")
     rng = np.random.default_rng(seed)
+    pos, neg = labels == 1, labels != 1
+    out: dict[str, list[np.ndarray]] = {name: [] for name in fits}
+    for start in range(0, resamples, chunk):
+        r = min(chunk, resamples - start)
+        pos_counts, neg_counts = _resample_counts(int(pos.sum()), r, rng), _resample_counts(int(neg.sum()), r, rng)
+        for name, model_fits in fits.items():
+            auc = np.stack([_class_weighted_aucs(np.asarray(p)[pos], np.asarray(p)[neg], pos_counts, neg_counts) for p in model_fits], axis=1)
+            if resample_fits:
+                auc = np.take_along_axis(auc, rng.integers(0, auc.shape[1], auc.shape), axis=1)
+            out[name].append(auc.mean(axis=1))
+    return {name: np.concatenate(parts) for name, parts in out.items()}
 
-    def aucs(idx: np.ndarray, fits: Sequence[np.ndarray]) -> np.ndarray:
-        return np.array([roc_auc_score(labels[idx], p[idx]) for p in fits])
 
-    def mean(values: np.ndarray) -> float:
-        return float(values[rng.integers(0, len(values), len(values))].mean() if resample_fits else values.mean())
+def difference_interval(labels: np.ndarray, probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarray], draws_a: np.ndarray,
+                        draws_b: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """``{"diff", "low", "high"}``: the observed AUC(A) − AUC(B) (means over fits) and the ``level`` percentile
+    interval of the paired bootstrap draws (:func:`bootstrap_mean_aucs`)."""
+    low, high = np.quantile(draws_a - draws_b, [(1 - level) / 2, (1 + level) / 2])
+    observed = np.mean([roc_auc_score(labels, p) for p in probs_a]) - np.mean([roc_auc_score(labels, p) for p in probs_b])
+    return {"diff": float(observed), "low": float(low), "high": float(high)}
 
-    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels != 1)
-    draws = []
-    for _ in range(resamples):
-        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        draws.append(mean(aucs(idx, probs_a)) - mean(aucs(idx, probs_b)))
-    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    every = np.arange(len(labels))
-    return {"diff": float(aucs(every, probs_a).mean() - aucs(every, probs_b).mean()), "low": float(low), "high": float(high)}
+
+def paired_auc_difference(labels: np.ndarray, probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarray],
+                          resamples: int = 1000, level: float = 0.95, seed: int = 0, resample_fits: bool = True) -> dict[str, float]:
+    """AUC(A) − AUC(B) on the same rows, each the mean over its fits (seeds), with a paired bootstrap interval
+    (:func:`bootstrap_mean_aucs`, :func:`difference_interval`): the interval says how much of the difference the
+    particular test rows (and seeds) decide, and one that holds 0 is a difference they cannot tell from none
+    (:func:`verdict`). ``labels [N]``; ``probs_a`` / ``probs_b``: one ``[N]`` array per fit."""
+    draws = bootstrap_mean_aucs(labels, {"a": probs_a, "b": probs_b}, resamples, seed, resample_fits)
+    return difference_interval(np.asarray(labels), probs_a, probs_b, draws["a"], draws["b"], level)
+
+
+def verdict(low: float, high: float) -> int:
+    """The one verdict rule, for the benchmark and the promotion gate alike: A is ahead of B (+1) only when the
+    interval of A − B (:func:`paired_auc_difference`) lies above zero, behind (−1) only when it lies below, and
+    level (0) otherwise."""
+    return 1 if low > 0 else -1 if high < 0 else 0
 
 
 def seed_draws(per_fit: pd.DataFrame, a: str, b: str, k: int, decimals: int | None = None) -> pd.DataFrame:

@@ -7,23 +7,22 @@
     user inputs ─► bias tower ─► b [B, bias_dim] ─► user-level task logits (high_holding)
     common towers (click, conversion):          [r_u, r_i, r_u ⊙ r_i, context]     ─► tier-aware logit
     user-specific towers (invest, large_invest): [r_u, r_i, r_u ⊙ r_i, context, b]  ─► tier-aware logit
-    all inputs ─► shared experts, one gate per task ─► shared tower_t ─► shared logit   (the shared path;
-                                                    user-level tasks: a tower on all user inputs)
+    all inputs ─► shared experts, one gate per task ─► shared tower_t ─► shared logit   (the shared path: an
+                                                    MMoE over every task, user-level ones included)
     logit_t = shared logit_t + tier-aware logit_t    (the user-level heads on b add to theirs likewise)
 
-Three additions to the paper, all chosen on real logs (census, bench/peers.py):
+Three additions to the paper (docs/model.md and docs/decisions.md say why):
 
 - the elementwise product r_u ⊙ r_i hands the towers the user × item interaction (a tier's taste for
   a scenario) that MMoE's experts get from seeing user and item features together;
-- the shared path is an MMoE over every input, and the tier- and scenario-aware towers add a
-  correction to its logit. Their last layers start at zero, so training starts from MMoE and the
-  tier-aware part earns its place: where tiers do not behave differently, TAMOR falls back to MMoE's
-  quality instead of below it. User-level tasks see every user input through it too, not only the
-  bias tower. ``shared_path: false`` gives the paper's form.
+- the shared path is an MMoE over every input and every task, and the tier- and scenario-aware towers
+  (and the user-level heads on b) add a correction to its logit. Their last layers start at zero, so
+  training starts from MMoE and the tier-aware part earns its place: where tiers do not behave
+  differently, TAMOR falls back to MMoE. A user-level task reads user, item and context inputs through
+  it, as every baseline does, while b stays item-agnostic. ``shared_path: false`` gives the paper's form;
 - the tier-aware part decays more than the rest (``correction_decay``, AdamW's decoupled weight decay
-  on its parameters; default 1.0), pulling it towards MMoE: it moves only as far as the train labels keep
-  pushing it, so a small tier's few rows bend it less. On census it lifts income for every tier; on the
-  synthetic world it costs invest and large_invest ~0.004 AUC and TAMOR stays ahead of every other model.
+  on its parameters), pulling it towards MMoE: it moves only as far as the train labels keep pushing
+  it, so a small tier's few rows bend it less.
 """
 
 from __future__ import annotations
@@ -61,12 +60,9 @@ class TAMOR(MultiTaskModel):
             c.dropout,
         )
         self.shared = self.shared_towers = None
-        self.item_tasks = self.common + self.user_specific
-        if c.shared_path:  # MMoE experts over all inputs, one gate and tower per item-level task; the rest adds to it
-            self.shared = CGC(len(self.item_tasks), 0, c.num_experts, self.joint_dim, c.expert_dims, last=True)
-            # user-level tasks stay item-agnostic: their shared tower reads every user input, no item input
-            self.shared_towers = Towers({**{t: h for t in self.item_tasks}, **{t: self.inputs.dims["user"] for t in self.user_level}},
-                                        c.tower_dims, c.dropout)
+        if c.shared_path:  # MMoE over all inputs, one gate and tower per task (user-level ones too); the rest adds to it
+            self.shared = CGC(len(self.tasks), 0, c.num_experts, self.joint_dim, c.expert_dims, last=True)
+            self.shared_towers = Towers({t: h for t in self.tasks}, c.tower_dims, c.dropout)
             for head in [*(tower[-1] for tower in self.towers.towers.values()), self.user_level_heads]:
                 nn.init.zeros_(head.weight)  # the tier-aware correction starts at zero: training starts from MMoE
                 nn.init.zeros_(head.bias)
@@ -103,13 +99,9 @@ class TAMOR(MultiTaskModel):
         out.update({t: user_logits[:, i] for i, t in enumerate(self.user_level)})
         if self.shared is not None:
             joint = torch.cat([x["user"], x["item"], x["context"]], dim=-1)  # [B, d]
-            shared = self.shared(joint.unsqueeze(1).expand(-1, len(self.item_tasks), -1), joint)[0]  # [B, T_item, h]
-            base = self.shared_towers({**{t: shared[:, i] for i, t in enumerate(self.item_tasks)}, **{t: x["user"] for t in self.user_level}})
-            keep = 1.0
-            if self.training and self.config.correction_dropout > 0:  # [B]: the shared path must also stand alone
-                p = self.config.correction_dropout
-                keep = torch.bernoulli(torch.full_like(base[self.tasks[0]], 1 - p)) / (1 - p)
-            out = {t: base[t] + keep * out[t] for t in self.tasks}
+            shared = self.shared(joint.unsqueeze(1).expand(-1, len(self.tasks), -1), joint)[0]  # [B, T, h]
+            base = self.shared_towers({t: shared[:, i] for i, t in enumerate(self.tasks)})
+            out = {t: base[t] + out[t] for t in self.tasks}
         return {t: out[t] for t in self.tasks}
 
     def user_bias(self, batch: Mapping[str, Tensor]) -> Tensor:

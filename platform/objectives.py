@@ -2,7 +2,7 @@
 
 One table of per-tier task weights serves two purposes on purpose: the reranker scores candidates
 as Σ_t w[tier][t] · p_t (``serve/policy.py``), and the sweep's ``business`` objective selects models by
-Σ w[tier][t] · AUC(t, tier) / Σ w (``platform/train.py: objective_value``). A model is tuned for the
+Σ w[tier][t] · AUC(t, tier) / Σ w (``platform/step.py: objective_value``). A model is tuned for the
 same trade-off it is served with.
 """
 

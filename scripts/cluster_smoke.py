@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from tamor.platform.run_files import read_epochs
+
 os.environ["RAY_AUTH_MODE"] = "token"  # read when Ray is imported: the cluster's token (~/.ray/auth_token)
 # `ray` and `tamor` are this interpreter's (the venv's) executables, activated or not
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -72,8 +74,7 @@ def job_status(job_id: str) -> str:
 
 
 def epochs(run: Path) -> list[dict]:
-    log = run / "train" / "model" / "epochs.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return read_epochs(run / "train" / "model")
 
 
 def registered_checkpoints(run: Path) -> int:

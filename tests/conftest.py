@@ -17,9 +17,12 @@ from helpers import CENSUS_SAMPLE, preprocessed_world
 def ray_session():
     """A 2-CPU local Ray, started once for the whole session."""
     import ray
+    import ray.cloudpickle
 
+    import helpers
     from tamor.platform.ray_env import init_ray
 
+    ray.cloudpickle.register_pickle_by_value(helpers)  # Ray's workers cannot import the tests' helpers (FailOnce)
     init_ray(num_cpus=2)
     yield ray
     ray.shutdown()

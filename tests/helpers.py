@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 CENSUS_SAMPLE = REPO / "tests" / "data" / "census-income-5k.csv.gz"  # see tests/data/README.md
 
 TIERS = ["new", "low", "high"]
-TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, ple_levels=1)  # fast to build and run
+TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, num_experts=2, ple_levels=1)  # the tests' model: fast
 SCENARIOS = ["money_market", "fund", "gold", "insurance"]
 
 
@@ -71,6 +71,35 @@ def planted_columns(spec: FeatureSpec, n: int, seed: int) -> dict[str, np.ndarra
         cols[f"label_{task}"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-2 * logit))).astype(np.float32)
         cols[f"mask_{task}"] = np.ones(n, dtype=np.float32)
     return cols
+
+
+class FailOnce:
+    """`tamor train`'s per-worker loop whose rank-0 worker raises once, right after it reported ``epoch - 1``
+    with its checkpoint: a worker failure at the start of ``epoch`` (``train(cfg, loop=FailOnce(1))``). The
+    marker ``.failed_at_<epoch>`` in the run's directory records that it failed, so the recovered run goes on."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def __call__(self, config: dict) -> None:
+        import ray.train
+
+        from tamor.platform.train import train_loop_per_worker
+
+        report, marker = ray.train.report, Path(config["run_dir"]) / f".failed_at_{self.epoch}"
+
+        def report_then_fail(metrics: dict, checkpoint=None, **kw) -> None:
+            report(metrics, checkpoint=checkpoint, **kw)
+            if metrics["epoch"] + 1 == self.epoch and ray.train.get_context().get_world_rank() == 0 and not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                raise RuntimeError(f"injected worker failure at epoch {self.epoch}")
+
+        ray.train.report = report_then_fail  # in this worker process only, for this run
+        try:
+            train_loop_per_worker(config)
+        finally:
+            ray.train.report = report
 
 
 class Traffic:

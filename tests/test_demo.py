@@ -6,6 +6,7 @@ import json
 import pandas as pd
 from rich.console import Console
 
+from helpers import TINY
 from tamor.cli.demo import DemoConfig, run_demo
 from tamor.cli.report import write_report
 
@@ -13,7 +14,7 @@ from tamor.cli.report import write_report
 def test_a_reduced_demo_runs_end_to_end(ray_session, tmp_path):
     out = run_demo(
         DemoConfig(out=tmp_path / "demo", rows=20_000, users=1_000, epochs=1, sweep_trials=0, requests=5,
-                   ab_days=2, model_overrides={"embedding_dim": 4, "expert_dims": [16], "tower_dims": [8], "ple_levels": 1}),
+                   ab_days=2, model_overrides=TINY.model_dump(exclude={"name"})),
         Console(width=120),
     )
     table = pd.read_csv(out / "paper_table.csv")

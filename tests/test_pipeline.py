@@ -12,13 +12,10 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from helpers import preprocessed_world
+from helpers import TINY, preprocessed_world
 from tamor.cli.pipeline import PipelineConfig, run_pipeline
-from tamor.models.config import ModelConfig
 from tamor.platform.data_dir import DataDir
 from tamor.platform.registry import Registry
-
-TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, num_experts=2, ple_levels=1)
 
 
 def pipeline(data: Path, out: Path, registry: Path, **train) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,7 +110,8 @@ def run_trial(params: dict[str, Any]) -> None:
     name = f"{context.get_experiment_name()}-{context.get_trial_id()}"
     cfg = cfg.model_copy(update={"name": name, "storage_path": params["train_storage"]})
     reports = Queue(maxsize=1, actor_options={"num_cpus": 0})
-    fit_and_report(build_trainer(cfg, name, callbacks=[QueueReports(reports)]).fit, reports, tune.report)
+    trainer = build_trainer(cfg, name, callbacks=[QueueReports(reports)], loop=params.get("loop"))
+    fit_and_report(trainer.fit, reports, tune.report)
 
 
 def objective_weights(cfg: SweepConfig) -> dict[str, dict[str, float]] | None:
@@ -120,7 +122,8 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def build_tuner(cfg: SweepConfig, name: str) -> tune.Tuner:
+def build_tuner(cfg: SweepConfig, name: str, loop: Callable[[dict], None] | None = None) -> tune.Tuner:
+    """The Tuner of a sweep; ``loop`` replaces the trainers' per-worker function (tests inject faults so)."""
     tasks = DataDir(cfg.train.data_dir).spec().task_names
     storage = Path(cfg.storage_path).resolve()
     base = cfg.train.model_copy(
@@ -137,6 +140,7 @@ def build_tuner(cfg: SweepConfig, name: str) -> tune.Tuner:
         "base": base.model_dump(),
         "tasks": tasks,
         "train_storage": str(storage / name / "trainer_runs"),
+        **({"loop": loop} if loop else {}),
     }
     if cfg.verbose == 0:  # Tune's newer console output prints its header whatever the verbosity; the classic one is silent
         import optuna
@@ -159,7 +163,7 @@ def build_tuner(cfg: SweepConfig, name: str) -> tune.Tuner:
         (storage / name / "wandb").mkdir(parents=True, exist_ok=True)
         callbacks.append(
             WandbLoggerCallback(project="tamor", group=cfg.wandb_group or name, job_type="sweep", mode=mode,
-                                dir=str(storage / name / "wandb"), excludes=["base", "tasks", "train_storage"], log_config=True)
+                                dir=str(storage / name / "wandb"), excludes=["base", "tasks", "train_storage", "loop"], log_config=True)
         )
     return tune.Tuner(
         tune.with_resources(run_trial, {"cpu": cfg.trial_cpus}),
@@ -237,8 +241,8 @@ def check_fits(cfg: SweepConfig, cluster_cpus: float) -> None:
         )
 
 
-def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
-    """Run (or resume) a sweep; export the best trial to the registry; return a summary."""
+def sweep(cfg: SweepConfig, resume: str | None = None, loop: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) a sweep; export the best trial to the registry; return a summary. ``loop``: see :func:`build_tuner`."""
     check_fits(cfg, ray.cluster_resources().get("CPU", 0))
     name = resume or cfg.name or unique_name("sweep")
     storage = Path(cfg.storage_path).resolve()
@@ -249,7 +253,7 @@ def sweep(cfg: SweepConfig, resume: str | None = None) -> dict[str, Any]:
             raise TamorError(f"no sweep to resume at {path}")
         tuner = tune.Tuner.restore(str(path), trainable=tune.with_resources(run_trial, {"cpu": cfg.trial_cpus}), resume_errored=True)
     else:
-        tuner = build_tuner(cfg, name)
+        tuner = build_tuner(cfg, name, loop)
     grid = tuner.fit()
     table = trials_table(grid, tasks, cfg.train)
     table.to_csv(path / "trials.csv", index=False)

@@ -100,21 +100,6 @@ def test_distillation_mixes_the_teachers_probability_into_the_target(spec):
         MultiTaskLoss(spec, distill=1.5)
 
 
-def test_a_tier_can_have_its_own_distillation_weight(spec):
-    cols = planted_columns(spec, 32, seed=5)
-    cols.update({f"teacher_{t}": np.full(32, 0.3, np.float32) for t in spec.task_names})
-    logits = {t: torch.randn(32) for t in spec.task_names}
-    for tier, alpha in ((0, 0.0), (1, 1.0)):  # every row of one tier: only that tier's α counts
-        cols["tier"] = np.full(32, tier)
-        batch = batch_from_columns(spec, cols)
-        torch.testing.assert_close(MultiTaskLoss(spec, distill=0.0, tier_distill={"low": 1.0})(logits, batch)[0],
-                                   MultiTaskLoss(spec, distill=alpha)(logits, batch)[0])
-    with pytest.raises(TamorError, match="unknown tiers"):
-        MultiTaskLoss(spec, tier_distill={"gold": 1.0})
-    with pytest.raises(TamorError, match="distill"):
-        MultiTaskLoss(spec, tier_distill={"low": 2.0})
-
-
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_each_model_learns_a_planted_signal(name, spec):
     torch.manual_seed(0)
@@ -195,17 +180,3 @@ def test_tamor_decays_only_its_tier_aware_correction_and_so_keeps_it_small(spec,
             return float((m(batch)["click"] - m(other_tier)["click"]).abs().mean())
 
     assert tier_gap(decay=5.0) < 0.2 * tier_gap(decay=0.0)
-
-
-def test_correction_dropout_drops_the_tier_aware_part_of_training_rows_only(spec, batch):
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(correction_dropout=0.5, **SMALL), spec)
-    train_steps(model, spec, batch, torch.optim.Adam(model.parameters(), lr=0.01), steps=5)  # a non-zero correction
-    plain = build_model(ModelConfig(**SMALL), spec)
-    plain.load_state_dict(model.state_dict())
-    model.train(), plain.train()
-    dropped = model(batch)["click"]
-    assert not torch.allclose(dropped, model(batch)["click"])  # a new draw of rows each step
-    assert not torch.allclose(dropped, plain(batch)["click"])
-    model.eval(), plain.eval()
-    torch.testing.assert_close(model(batch)["click"], plain(batch)["click"])  # served whole

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from helpers import make_spec
-from tamor.models.config import ModelConfig
+from helpers import TINY, make_spec
 from tamor.models.factory import build_model, load_model, save_model
 from tamor.platform import registry as registry_module
 from tamor.platform.registry import Registry, RegistryError
@@ -13,7 +12,7 @@ from tamor.platform.registry import Registry, RegistryError
 @pytest.fixture
 def model_file(tmp_path):
     path = tmp_path / "model.pt"
-    save_model(build_model(ModelConfig(embedding_dim=4, expert_dims=[8], tower_dims=[4]), make_spec()), path)
+    save_model(build_model(TINY, make_spec()), path)
     return path
 
 

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from tamor.models.config import ModelConfig
+from helpers import TINY, FailOnce
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.platform.data_dir import DataDir
 from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
+from tamor.platform.run_files import RUN_FILE, TRAINING_STATE_FILE, read_epochs
+from tamor.platform.step import weight_average
 from tamor.platform.tracking import read_offline_history
-from tamor.platform.train import RUN_FILE, TRAINING_STATE_FILE, TrainConfig, build_trainer, claim_run, epoch_batches, train, weight_average
-
-TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, num_experts=2, ple_levels=1)
+from tamor.platform.train import TrainConfig, build_trainer, claim_run, epoch_batches, hold_run, train
 
 
 def config(data, tmp_path, **kw) -> TrainConfig:
@@ -28,8 +28,7 @@ def config(data, tmp_path, **kw) -> TrainConfig:
 
 
 def epochs_run(summary) -> list[int]:
-    lines = (Path(summary["run_dir"]) / "epochs.jsonl").read_text().splitlines()
-    return [json.loads(line)["epoch"] for line in lines]
+    return [e["epoch"] for e in read_epochs(summary["run_dir"])]
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +81,12 @@ def test_two_workers_train_report_and_checkpoint(ddp_run):
 def test_two_workers_each_validate_a_shard_and_share_the_metrics(ddp_run, synthetic_data):
     """No worker reads the whole validation split: each scores its shard, the metrics come from all of them."""
     valid_rows = len(pd.read_parquet(DataDir(synthetic_data).split("valid"), columns=["tier"]))
-    for line in (Path(ddp_run["run_dir"]) / "epochs.jsonl").read_text().splitlines():
-        workers = json.loads(line)["workers"]
+    for epoch in read_epochs(ddp_run["run_dir"]):
+        workers = epoch["workers"]
         rows = [w["rows"] for w in workers]
         assert sorted(w["rank"] for w in workers) == [0, 1]
         assert rows[0] == rows[1] and valid_rows - 2 < sum(rows) <= valid_rows  # equal shards, < 2 rows left out
-        assert json.loads(line)["val_rows"] == sum(rows) and all(w["peak_rss_mb"] > 0 for w in workers)
+        assert epoch["val_rows"] == sum(rows) and all(w["peak_rss_mb"] > 0 for w in workers)
 
 
 def test_best_checkpoint_evaluates_per_task_tier_and_scenario(ddp_run, synthetic_data):
@@ -127,8 +126,9 @@ def test_evaluation_serving_and_ab_runs_share_the_demo_group(tmp_path):
 
 def test_a_worker_failure_recovers_from_the_last_checkpoint(ray_session, synthetic_data, tmp_path):
     # with a moving average of the weights: the checkpoint's model is the average, the raw weights are kept to go on from
-    summary = train(config(synthetic_data, tmp_path, fail_at_epoch=1, max_failures=1, ema_decay=0.9))
-    assert (tmp_path / summary["name"] / ".failed_at_1").exists()  # it did fail
+    summary = train(config(synthetic_data, tmp_path, max_failures=1, ema_decay=0.9, name="fails"),
+                    loop=FailOnce(1))
+    assert (tmp_path / "fails" / ".failed_at_1").exists()  # it did fail
     assert epochs_run(summary) == [0, 1]  # and went on from epoch 0's checkpoint, not from scratch
     served = load_model(summary["best_checkpoint"]).state_dict()
     raw = torch.load(Path(summary["best_checkpoint"]) / TRAINING_STATE_FILE, weights_only=True)["raw_state_dict"]
@@ -206,37 +206,29 @@ def test_a_taken_run_name_is_refused_for_another_run_and_a_finished_run_is_kept(
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before  # nothing touched
 
 
-def test_a_run_recorded_before_distillation_existed_resumes_with_distill_0(tmp_path):
-    run_dir, cfg = tmp_path / "old-run", TrainConfig(data_dir=str(tmp_path / "data"), distill=0.0)
-    assert claim_run(cfg, run_dir) is None  # a new run: its identity is recorded
-    recorded = json.loads((run_dir / RUN_FILE).read_text())
-    del recorded["config"]["distill"]  # as a run started before the field existed recorded it
-    (run_dir / RUN_FILE).write_text(json.dumps(recorded))
-    assert claim_run(cfg, run_dir) is None  # it trained on the labels alone: distill 0 is the same run
-    with pytest.raises(TamorError, match=r"taken by a run with other distill \(recorded 0.0, now 0.5\)"):
-        claim_run(cfg.model_copy(update={"distill": 0.5}), run_dir)
-
-
-def test_a_run_recorded_before_the_moving_average_default_resumes_with_ema_decay_0(tmp_path):
-    run_dir, old = tmp_path / "old-run", TrainConfig(data_dir=str(tmp_path / "data"), ema_decay=0.0)  # the default until 2026-12-02
-    assert claim_run(old, run_dir) is None
-    with pytest.raises(TamorError, match=r"other ema_decay \(recorded 0.0, now 0.99\)"):  # the refusal says what to pass
-        claim_run(TrainConfig(data_dir=str(tmp_path / "data")), run_dir)
-    assert claim_run(old, run_dir) is None  # `--ema-decay 0`: the same run
-
-
-def test_a_field_missing_from_an_old_run_record_is_taken_at_its_default(tmp_path):
+def test_a_run_recorded_in_another_format_is_refused_in_one_line(tmp_path):
     run_dir, cfg = tmp_path / "old-run", TrainConfig(data_dir=str(tmp_path / "data"))
-    assert claim_run(cfg, run_dir) is None
+    assert claim_run(cfg, run_dir) is None  # a new run: its identity is recorded
+    assert claim_run(cfg, run_dir) is None  # the same config and data: the same run, resumed
     recorded = json.loads((run_dir / RUN_FILE).read_text())
-    del recorded["config"]["model"], recorded["config"]["lr"]  # a default_factory field and a plain default
+    del recorded["format"]  # as the first format recorded it
     (run_dir / RUN_FILE).write_text(json.dumps(recorded))
-    assert claim_run(cfg, run_dir) is None  # the defaults: the same run
-    with pytest.raises(TamorError, match=r"taken by a run with other model.name \(recorded 'tamor', now 'mmoe'\)"):
-        claim_run(cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": "mmoe"})}), run_dir)
+    with pytest.raises(TamorError, match=r"run format 1, and this tamor reads format 2: choose another --name"):
+        claim_run(cfg, run_dir)
+
+
+def test_a_second_start_of_a_run_being_trained_is_refused_and_touches_nothing(tmp_path):
+    run_dir, cfg = tmp_path / "twin", TrainConfig(data_dir=str(tmp_path / "data"))
+    with hold_run(run_dir):  # the first start holds the run while it trains
+        claim_run(cfg, run_dir)
+        before = {p: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+        with pytest.raises(TamorError, match="is being trained by another process"):
+            train(cfg.model_copy(update={"name": "twin", "storage_path": str(tmp_path)}))
+        assert {p: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+    with hold_run(run_dir):  # released when the first one ends
+        pass
 
 
 def test_a_diverging_loss_stops_with_the_epoch_and_step(ray_session, synthetic_data, tmp_path):
     with pytest.raises(TamorError, match=r"loss diverged at epoch 0 step \d+ \(lr 1e\+30\)"):
         train(config(synthetic_data, tmp_path, lr=1e30, max_failures=2, name="too-fast"))
-    assert not (tmp_path / "too-fast" / ".failed_at_0").exists()

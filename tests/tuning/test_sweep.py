@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tamor.models.config import ModelConfig
+from helpers import TINY, FailOnce
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.platform.objectives import TIER_TASK_WEIGHTS
@@ -15,8 +15,6 @@ from tamor.platform.registry import Registry
 from tamor.platform.tracking import read_offline_history
 from tamor.platform.train import TrainConfig
 from tamor.tuning.sweep import Range, SweepConfig, check_fits, ended_by, objective_weights, search_space, sweep, trial_train_config
-
-TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4, ple_levels=1)
 
 
 def sweep_config(data, tmp_path, **kw) -> SweepConfig:
@@ -120,11 +118,11 @@ def test_an_interrupted_sweep_resumes(ray_session, synthetic_data, tmp_path):
     # fit ends with errored trials: an interrupted sweep. Tuner.restore re-runs them; each trainer
     # run resumes from its own last checkpoint, so epoch 0 is not trained twice.
     cfg = sweep_config(synthetic_data, tmp_path, num_samples=2, registry=None, grace_period=2)  # no ASHA stops
-    cfg.train.epochs, cfg.train.fail_at_epoch = 2, 1
-    first = sweep(cfg)
+    cfg.train.epochs = 2
+    first = sweep(cfg, loop=FailOnce(1))
     before = pd.read_csv(Path(first["path"]) / "trials.csv")
     assert (before["status"] == "ERROR").all()
-    resumed = sweep(cfg, resume=first["name"])
+    resumed = sweep(cfg, resume=first["name"])  # the same loop: each trial's run has its marker, so it goes on
     after = pd.read_csv(Path(resumed["path"]) / "trials.csv")
     assert (after["status"] == "TERMINATED").all() and len(after) == 2
     for log in (Path(first["path"]) / "trainer_runs").glob("*/epochs.jsonl"):
