@@ -48,6 +48,8 @@ def registry_list(registry: str = RegistryOpt) -> None:
         source = m["source"].get("sweep") or m["source"].get("run", "")
         table.add_row(v.name, m["created"], m["config"]["name"], m["metric"], value, source, ", ".join(labels.get(v.name, [])))
     console.print(table)
+    for path in reg.stale_incoming():
+        console.print(f"[yellow]{path}: an export that did not finish (or one under way); the next export removes it[/yellow]")
 
 
 @app.command("show")

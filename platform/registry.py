@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 import uuid
@@ -40,6 +41,8 @@ META_FILE = "version.json"
 ALIASES_FILE = "aliases.json"
 LOCK_FILE = ".lock"
 _VERSION = re.compile(r"^v(\d{4,})$")
+_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # a letter first: an all-digit ref is a version number
+INCOMING = ".incoming-"  # a version being staged; one left by a killed export is removed by the next export
 
 
 class RegistryError(TamorError, LookupError):
@@ -211,14 +214,18 @@ class Registry:
         extra: dict[str, Any] | None = None,
     ) -> Version:
         """Publish ``model_file`` (a saved tamor model) as the next version, atomically."""
+        value = metrics.get(metric)
+        if value is not None and not math.isfinite(value):
+            raise RegistryError(f"metric {metric} is {value}: a version needs a finite metric (a NaN would be `best` for good)")
         model = load_model(model_file)  # validates the file and reads its config, spec and encoder
         with open(model_file, "rb") as f:
             size, digest = file_digest(f)
         with self._locked():
+            self._remove_stale_incoming()
             versions = self.versions(include_corrupt=True)  # a corrupt version still owns its number
             number = versions[-1].number + 1 if versions else 1
             name = f"v{number:04d}"
-            tmp = self._path(f".incoming-{name}-{uuid.uuid4().hex[:8]}")
+            tmp = self._path(f"{INCOMING}{name}-{uuid.uuid4().hex[:8]}")
             try:
                 self._stage(model_file, model, tmp, name, size, digest, metrics, metric, mode, source, extra)
                 self._publish(tmp, self._path(name))
@@ -228,6 +235,17 @@ class Registry:
                     self.fs.delete_dir(tmp)
                 raise
         return self.resolve(name)
+
+    def stale_incoming(self) -> list[str]:
+        """Staging directories left by exports that never finished (listed by `tamor registry list`)."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        return [i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(INCOMING)]
+
+    def _remove_stale_incoming(self) -> None:
+        """Under the lock no other export is staging (local registries), so every staging directory is stale."""
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            for path in self.stale_incoming():
+                self.fs.delete_dir(path)
 
     def _stage(self, model_file, model, tmp: str, name: str, size: int, digest: str, metrics: dict[str, float], metric: str,
                mode: str, source: dict[str, Any] | None, extra: dict[str, Any] | None) -> None:
@@ -257,8 +275,9 @@ class Registry:
 
     def promote(self, ref: str, alias: str = "production") -> Version:
         """Point ``alias`` at a version (``latest`` and ``best`` are computed, not settable)."""
-        if alias in ("latest", "best") or _VERSION.match(alias):
-            raise RegistryError(f"{alias!r} cannot be an alias name")
+        if alias in ("latest", "best") or _VERSION.match(alias) or not _ALIAS.fullmatch(alias):
+            raise RegistryError(f"{alias!r} cannot be an alias name: a letter, then up to 63 letters, digits, '_', '.' or '-'; "
+                                "not 'latest', 'best' or a version name")
         with self._locked():  # read-modify-write of aliases.json: one writer at a time, or an alias is lost
             version = self.resolve(ref)
             try:

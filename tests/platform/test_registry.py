@@ -34,6 +34,35 @@ def test_versions_latest_best_and_aliases(tmp_path, model_file):
         reg.promote("v0001", "latest")
 
 
+@pytest.mark.parametrize("alias", ["3", "", " production", "production\n", "x" * 5000, "best", "v0002", "a/b"])
+def test_an_alias_that_could_misresolve_is_refused(tmp_path, model_file, alias):
+    reg = Registry(tmp_path / "reg")
+    reg.export(model_file, {"val_auc_mean": 0.8}, metric="val_auc_mean")
+    with pytest.raises(RegistryError, match="cannot be an alias name"):
+        reg.promote("v0001", alias)
+    assert reg.aliases() == {}
+
+
+def test_a_non_finite_metric_is_refused_at_export_and_never_becomes_best(tmp_path, model_file):
+    reg = Registry(tmp_path / "reg")
+    reg.export(model_file, {"val_auc_mean": 0.7}, metric="val_auc_mean")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(RegistryError, match="needs a finite metric"):
+            reg.export(model_file, {"val_auc_mean": bad}, metric="val_auc_mean")
+    assert [v.name for v in reg.versions()] == ["v0001"] and reg.resolve("best").name == "v0001"
+
+
+def test_a_killed_exports_staging_directory_is_listed_then_removed_by_the_next_export(tmp_path, model_file):
+    reg = Registry(tmp_path / "reg")
+    reg.export(model_file, {"val_auc_mean": 0.7}, metric="val_auc_mean")
+    litter = tmp_path / "reg" / ".incoming-v0002-deadbeef"
+    litter.mkdir()
+    (litter / "model.pt").write_bytes(b"half")
+    assert reg.stale_incoming() == [str(litter)]
+    reg.export(model_file, {"val_auc_mean": 0.8}, metric="val_auc_mean")
+    assert not litter.exists() and reg.stale_incoming() == [] and reg.resolve("latest").name == "v0002"
+
+
 def test_an_exported_version_reloads_and_scores(tmp_path, model_file):
     reg = Registry(tmp_path / "reg")
     reg.export(model_file, {"m": 1.0}, metric="m")
