@@ -36,10 +36,10 @@ from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec, NumericField, TaskSpec
 from tamor.platform.data_dir import ONLINE_KINDS, SPLITS, DataDir
 from tamor.platform.schema import LogSchema
-from tamor.platform.sources import check_columns, read_failure, unzip
+from tamor.platform.sources import check_columns, read_failure, source_files, unzip
 from tamor.platform.teacher import add_teacher, fit_teachers
 from tamor.platform.tree_bins import fit_tree_bins
-from tamor.platform.validate import KEY, REASON, check_batch, parse_label
+from tamor.platform.validate import FILE, KEY, REASON, check_batch, parse_label
 
 OTHER_SCENARIO = "<other>"
 _HASH_BUCKETS = 1_000_000
@@ -64,19 +64,22 @@ class PreprocessReport:
 # ---------------------------------------------------------------- reading
 
 
-def read_source(source: str | list[str], schema: LogSchema, columns: list[str]) -> ray.data.Dataset:
-    """Read raw logs as declared by ``schema.source``; CSV columns are read as text (parsing is ours)."""
+def read_source(files: list[str], schema: LogSchema, columns: list[str]) -> ray.data.Dataset:
+    """Read every one of ``files`` (:func:`~tamor.platform.sources.source_files`) as declared by ``schema.source``,
+    each row with its file's path in ``path``; CSV columns are read as text (parsing is ours)."""
     fmt = schema.source.format
+    every = {"file_extensions": None, "include_paths": True}  # the files were listed and checked on the driver
     if fmt == "parquet":
-        return ray.data.read_parquet(source)
+        return ray.data.read_parquet(files, **every)
     if fmt == "json":
-        return ray.data.read_json(source)
+        return ray.data.read_json(files, **every)
     opts = schema.source.csv
     names = opts.column_names
     read_options = pacsv.ReadOptions(column_names=names) if names else pacsv.ReadOptions()
     # Every column is read as text (parsing is ours; the row hash that ids rows covers all of them).
     return ray.data.read_csv(
-        source,
+        files,
+        **every,
         read_options=read_options,
         parse_options=pacsv.ParseOptions(delimiter=opts.delimiter),
         convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True),
@@ -267,6 +270,16 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
         raise
 
 
+def check_every_file_read(data: DataDir, files: list[str]) -> None:
+    """Each listed file gave rows (the conservation check counts the rows that were read; this, the files)."""
+    per_file = ray.data.read_parquet(str(data.staging)).select_columns([FILE]).groupby(FILE, num_partitions=1).count().to_pandas()
+    read = {str(p).split("://", 1)[-1] for p in per_file[FILE]}
+    unread = [f for f in files if f.split("://", 1)[-1] not in read]
+    if unread:
+        raise PreprocessError(f"no rows read from {len(unread)} of the source's {len(files)} files: {', '.join(unread[:5])} "
+                              "(empty, or skipped by the reader); remove them from the source or fix them")
+
+
 def _remove(paths: list[Path]) -> None:
     for path in paths:
         if path.is_dir():
@@ -278,9 +291,10 @@ def _remove(paths: list[Path]) -> None:
 def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> PreprocessReport:
     sources = [unzip(s, data.source_copy) for s in ([source] if isinstance(source, str) else source)]
     columns = check_columns(sources, schema)  # on the driver: a missing column is one line naming the file
+    files = source_files(sources, schema.source.format)
     checks = {"schema": schema, "now": time.time()}  # one clock for every block's future-timestamp check
     try:
-        read_source(sources, schema, columns).map_batches(check_batch, fn_kwargs=checks, batch_format="pandas").write_parquet(
+        read_source(files, schema, columns).map_batches(check_batch, fn_kwargs=checks, batch_format="pandas").write_parquet(
             str(data.staging)
         )
     except Exception as e:  # a file that does not parse: one line naming it, not Ray's traceback
@@ -291,6 +305,7 @@ def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> Pr
     rows_in = ray.data.read_parquet(str(data.staging)).count() if written else 0
     if rows_in == 0:
         raise PreprocessError(f"no rows read from {source}")
+    check_every_file_read(data, files)
 
     rejected = ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) != "")
     rows_quarantined = rejected.count()

@@ -140,6 +140,9 @@ class Preprocess(_Strict):
     teacher: bool = Field(
         True, description="write out-of-fold tree-teacher probabilities into the train split (``TrainConfig.distill``)"
     )
+    earliest_timestamp: float | None = Field(
+        946_684_800.0, description="timestamps (Unix seconds) before this are quarantined (default 2000-01-01); null: no check"
+    )
     future_horizon_days: float | None = Field(
         1.0, ge=0, description="timestamps (Unix seconds) later than now + this many days are quarantined; null: no check"
     )

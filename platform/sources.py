@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 from tamor.platform.schema import LogSchema, SchemaError
 
 _COMPRESSION = {".gz": "gzip", ".bz2": "bz2"}
+# What a file in a source directory may be called, by the schema's format (any case, compressed or not).
+EXTENSIONS = {"csv": (".csv", ".tsv", ".txt"), "json": (".json", ".jsonl", ".ndjson"), "parquet": (".parquet", ".pq")}
 
 
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
@@ -46,6 +48,32 @@ def list_files(source: str) -> tuple[pafs.FileSystem, list[str]]:
     if not files:
         raise SchemaError(f"{source}: the directory holds no data files")
     return fs, files
+
+
+def data_extension(path: str) -> str:
+    """``a/B.CSV.gz`` → ``.csv``: the lower-case extension under any compression suffix."""
+    name = Path(path).name.lower()
+    for suffix in (*_COMPRESSION, ".zst", ".lz4", ".br"):
+        name = name.removesuffix(suffix)
+    return Path(name).suffix
+
+
+def source_files(sources: list[str], fmt: str) -> list[str]:
+    """Every file the sources hold, each of which will be read (paths or URIs). A file named on its own is read
+    whatever its name; a directory's files must carry an extension of ``fmt`` (any case), and a directory
+    holding any other file is refused, naming them: a file that would not be read must not vanish in silence."""
+    files, foreign = [], []
+    for source in sources:
+        fs, found = list_files(source)
+        scheme = source.split("://", 1)[0] + "://" if "://" in source else ""
+        if fs.get_file_info(_filesystem(source)[1]).type == pafs.FileType.Directory:
+            foreign += [scheme + f for f in found if data_extension(f) not in EXTENSIONS[fmt]]
+        files += [scheme + f for f in found]
+    if foreign:
+        raise SchemaError(f"{len(foreign)} file(s) in the source are not {fmt} ({', '.join(EXTENSIONS[fmt])}), the schema's "
+                          f"source.format: {', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}; move them out, or "
+                          "preprocess them with a schema of their format")
+    return files
 
 
 def unzip(source: str, staging: Path) -> str:

@@ -18,6 +18,8 @@ from tamor.platform.schema import LogSchema, SchemaError, Task, comparison
 REASON = "_reason"
 _BOOLEAN = {"true": "1", "false": "0"}
 KEY = "_key"
+FILE = "_file"  # the source file a row was read from (Ray Data's ``include_paths`` column, renamed)
+PATH = "path"
 
 
 def parse_label(text: pd.Series, task: Task) -> pd.Series:
@@ -39,6 +41,9 @@ def parse_label(text: pd.Series, task: Task) -> pd.Series:
 def check_batch(batch: pd.DataFrame, schema: LogSchema, now: float | None = None) -> pd.DataFrame:
     """Validate raw rows: ``[N rows] -> [N rows]`` with every raw column as text plus ``_reason``, ``_key``."""
     strip = schema.source.csv.strip
+    source_file = batch[PATH] if PATH in batch.columns and PATH not in schema.raw_columns() else None
+    if source_file is not None:  # not part of the row: the whole-row hash must not depend on where it was read
+        batch = batch.drop(columns=[PATH])
     cols = schema.raw_columns()
     missing_cols = [c for c in cols if c not in batch.columns]
     if missing_cols:
@@ -58,6 +63,9 @@ def check_batch(batch: pd.DataFrame, schema: LogSchema, now: float | None = None
         flag(df[schema.timestamp].isna(), "missing_timestamp")
         flag(ts.isna(), "unparsable_timestamp")
         flag(~np.isfinite(ts), "non_finite_timestamp")
+        floor = schema.preprocess.earliest_timestamp
+        if floor is not None:  # a negative or tiny epoch is a broken clock, and −1e300 overflows int64 in the splits
+            flag(ts < floor, "timestamp_before_floor")
         horizon = schema.preprocess.future_horizon_days
         if horizon is not None:  # one row dated 2100 would otherwise own the validation and test splits
             flag(ts > (time.time() if now is None else now) + horizon * 86_400, "future_timestamp")
@@ -91,4 +99,6 @@ def check_batch(batch: pd.DataFrame, schema: LogSchema, now: float | None = None
     # A stable hash of the whole raw row (every column, read or not): hash splits and row ids.
     whole = pd.DataFrame({c: df[c] if c in cols else as_text(batch[c], strip) for c in sorted(batch.columns, key=str)})
     df[KEY] = pd.util.hash_pandas_object(whole, index=False).to_numpy(dtype=np.uint64)
+    if source_file is not None:
+        df[FILE] = source_file.astype(str).to_numpy()
     return df

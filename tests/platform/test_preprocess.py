@@ -231,3 +231,23 @@ def test_an_unreadable_source_is_one_line_naming_the_file_and_leaves_nothing(ray
     assert str(path) in str(info.value) or "no rows" in str(info.value)
     assert len(str(info.value).splitlines()) == 1
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_every_file_of_a_source_directory_is_read_or_the_source_is_refused(ray_session, raw_logs, tmp_path):
+    path, n = raw_logs
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    source = tmp_path / "logs"
+    source.mkdir()
+    frame.iloc[: n // 2].to_csv(source / "a.csv", index=False)
+    frame.iloc[n // 2 :].to_csv(source / "B.CSV.gz", index=False, compression="gzip")  # any case, compressed
+    schema = load_schema("synthetic").model_copy(update={"source": Source(format="csv")})
+    schema = schema.model_copy(update={"preprocess": schema.preprocess.model_copy(update={"teacher": False})})
+    report = preprocess(str(source), schema, tmp_path / "both")
+    assert report.rows_in == n and report.conserved  # both files, every row
+    frame.iloc[:100].to_parquet(source / "c.parquet")  # a file the CSV reader would skip: refused, named
+    with pytest.raises(TamorError, match=r"1 file\(s\) in the source are not csv .*c\.parquet"):
+        preprocess(str(source), schema, tmp_path / "mixed")
+    (source / "c.parquet").unlink()
+    (source / "d.csv").write_text(",".join(frame.columns) + "\n")  # a header and no rows: nothing read from it
+    with pytest.raises(TamorError, match=r"no rows read from 1 of the source's 3 files: .*d\.csv"):
+        preprocess(str(source), schema, tmp_path / "empty")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tamor.platform.schema import load_schema
 from tamor.platform.validate import REASON, check_batch, parse_label
@@ -33,6 +34,11 @@ def test_timestamps_that_are_infinite_or_beyond_the_horizon_are_quarantined():
     assert reasons(ts=np.inf) == ["", "non_finite_timestamp"]
     assert reasons(ts=NOW + 2 * 86_400) == ["", "future_timestamp"]
     assert reasons(ts=NOW + 3600) == ["", ""]  # within the default one-day horizon
+
+
+@pytest.mark.parametrize("ts", [-86_400, -1e300, 0, 946_684_799])
+def test_timestamps_before_the_floor_are_quarantined_not_wrapped(ts):
+    assert reasons(ts=ts) == ["", "timestamp_before_floor"]  # the default floor: 2000-01-01
 
 
 def test_a_step_whose_precondition_is_missing_breaks_the_chain():
