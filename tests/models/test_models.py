@@ -46,13 +46,15 @@ def test_soft_encoding_at_tiny_temperature_reproduces_one_hot(spec, batch):
         torch.testing.assert_close(logit, one_hot(batch)[task])
 
 
-def test_user_bias_tower_is_item_agnostic(spec, batch):
+def test_user_bias_tower_is_item_agnostic_and_user_level_tasks_read_items_through_the_shared_path(spec, batch):
     model = build_model(ModelConfig(**SMALL), spec).eval()
     before_b, before_hh = model.user_bias(batch), model(batch)["high_holding"]
     perturbed = dict(batch, cat_item=(batch["cat_item"] + 7) % 30, num_item=batch["num_item"] + 3.0)
-    torch.testing.assert_close(model.user_bias(perturbed), before_b)
-    torch.testing.assert_close(model(perturbed)["high_holding"], before_hh)
+    torch.testing.assert_close(model.user_bias(perturbed), before_b)  # b: the paper's item-agnostic user bias
+    assert not torch.allclose(model(perturbed)["high_holding"], before_hh)  # the shared MMoE reads every input
     assert not torch.allclose(model(perturbed)["click"], model(batch)["click"])  # items do matter to clicks
+    paper = build_model(ModelConfig(shared_path=False, **SMALL), spec).eval()  # the paper's form: item-agnostic
+    torch.testing.assert_close(paper(perturbed)["high_holding"], paper(batch)["high_holding"])
 
 
 def test_task_masked_for_a_tier_gets_no_gradient_from_its_rows():
