@@ -38,6 +38,20 @@ def parse_label(text: pd.Series, task: Task) -> pd.Series:
     return num.where(~bad, -1.0)
 
 
+def check_timestamps(text: pd.Series, schema: LogSchema, now: float, flag) -> None:
+    """Flag missing, unparsable, non-finite, too early and future timestamps (``flag(bad_rows, reason)``)."""
+    ts = parse_number(text)
+    flag(text.isna(), "missing_timestamp")
+    flag(ts.isna(), "unparsable_timestamp")
+    flag(~np.isfinite(ts), "non_finite_timestamp")
+    floor = schema.preprocess.earliest_timestamp
+    if floor is not None:  # a negative or tiny epoch is a broken clock, and −1e300 overflows int64 in the splits
+        flag(ts < floor, "timestamp_before_floor")
+    horizon = schema.preprocess.future_horizon_days
+    if horizon is not None:  # one row dated 2100 would otherwise own the validation and test splits
+        flag(ts > now + horizon * 86_400, "future_timestamp")
+
+
 def check_batch(batch: pd.DataFrame, schema: LogSchema, now: float | None = None) -> pd.DataFrame:
     """Validate raw rows: ``[N rows] -> [N rows]`` with every raw column as text plus ``_reason``, ``_key``."""
     strip = schema.source.csv.strip
@@ -59,16 +73,7 @@ def check_batch(batch: pd.DataFrame, schema: LogSchema, now: float | None = None
         if col is not None:
             flag(df[col].isna(), f"missing_{role}")
     if schema.timestamp is not None:
-        ts = parse_number(df[schema.timestamp])
-        flag(df[schema.timestamp].isna(), "missing_timestamp")
-        flag(ts.isna(), "unparsable_timestamp")
-        flag(~np.isfinite(ts), "non_finite_timestamp")
-        floor = schema.preprocess.earliest_timestamp
-        if floor is not None:  # a negative or tiny epoch is a broken clock, and −1e300 overflows int64 in the splits
-            flag(ts < floor, "timestamp_before_floor")
-        horizon = schema.preprocess.future_horizon_days
-        if horizon is not None:  # one row dated 2100 would otherwise own the validation and test splits
-            flag(ts > (time.time() if now is None else now) + horizon * 86_400, "future_timestamp")
+        check_timestamps(df[schema.timestamp], schema, time.time() if now is None else now, flag)
     tiers = schema.tiers
     flag(df[tiers.column].isna(), "missing_amount")
     if tiers.values is not None:
