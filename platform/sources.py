@@ -92,7 +92,7 @@ def unzip(source: str, staging: Path) -> str:
 def _first_line(fs: pafs.FileSystem, path: str) -> str:
     compression = _COMPRESSION.get(Path(path).suffix.lower())
     with fs.open_input_stream(path, compression=compression) as stream:
-        head = stream.read(1 << 16).decode("utf-8", errors="replace")
+        head = stream.read(1 << 16).decode("utf-8-sig", errors="replace")  # a BOM is not part of the first name
     return head.splitlines()[0] if head else ""
 
 
@@ -141,7 +141,11 @@ def read_failure(error: BaseException, sources: list[str], fmt: str) -> SchemaEr
     named = [m for m in messages if any(src in m for src in sources)]
     where = next((src for src in sources if any(src in m for m in messages)), None)
     reason = (named or messages or [type(error).__name__])[-1].split(". ")[0]
-    reason = (_probe(where, fmt) if where else None) or reason  # Ray's message loses pyarrow's reason: find it again
+    # Ray's message may lose the reader's reason and the file: find them again (an error path, so reading is fine).
+    for candidate in [where] if where else sources:
+        if found := _probe(candidate, fmt):
+            where, reason = candidate, found
+            break
     return SchemaError(
         f"{where or ', '.join(sources)}: cannot be read as {fmt} ({reason[:300]}); check the schema's source.format, that the file is whole "
         "and UTF-8 text for CSV/JSON"
@@ -156,15 +160,33 @@ def _probe(path: str, fmt: str) -> str | None:
             with fs.open_input_file(inner) as f:
                 pq.ParquetFile(f)
             return None
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        with fs.open_input_stream(inner) as f:
-            offset = 0
-            while chunk := f.read(1 << 20):
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError as e:
-                    return f"not UTF-8 text: byte {chunk[e.start]:#04x} at offset {offset + e.start}"
-                offset += len(chunk)
+        with fs.open_input_stream(inner, compression=_COMPRESSION.get(Path(inner).suffix.lower())) as f:
+            return _bad_text(f, fmt)
     except Exception as e:  # noqa: BLE001 - the reason is what we are after
         return str(e).splitlines()[0]
+
+
+def _bad_text(stream: pa.NativeFile, fmt: str) -> str | None:
+    """The first byte that is not UTF-8, or for JSON lines the first line that is not a JSON object, by number."""
+    decoder, offset, number, pending = codecs.getincrementaldecoder("utf-8-sig")(), 0, 0, ""
+    while chunk := stream.read(1 << 20):
+        try:
+            text = pending + decoder.decode(chunk)
+        except UnicodeDecodeError as e:
+            return f"not UTF-8 text: byte {chunk[e.start]:#04x} at offset {offset + e.start}"
+        offset += len(chunk)
+        *lines, pending = text.split("\n")
+        for line in lines if fmt == "json" else ():
+            number += 1
+            if line.strip() and not isinstance(_json_or_none(line), dict):
+                return f"line {number} is not a JSON object: {line[:60]!r}"
+    if fmt == "json" and pending.strip() and not isinstance(_json_or_none(pending), dict):
+        return f"line {number + 1} is not a JSON object: {pending[:60]!r}"
     return None
+
+
+def _json_or_none(line: str) -> object:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None

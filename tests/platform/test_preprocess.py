@@ -223,7 +223,17 @@ def _latin1(tmp_path):
     return path, load_schema("census_income"), r"not UTF-8 text: byte 0xe3"
 
 
-@pytest.mark.parametrize("make", [_truncated, _empty, _latin1], ids=["truncated-parquet", "empty-parquet", "latin1-csv"])
+def _cut_json_line(tmp_path):
+    cfg = WorldConfig(rows=3_000, n_users=200, n_items=30, days=5, seed=2)
+    lines = impressions(cfg, 0, make_users(cfg), make_items(cfg)).to_json(orient="records", lines=True).splitlines()
+    lines[2_000] = lines[2_000][:25]  # line 2,001 cut off mid-record
+    path = tmp_path / "logs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path, load_schema("synthetic").model_copy(update={"source": Source(format="json")}), r"line 2001 is not a JSON object"
+
+
+@pytest.mark.parametrize("make", [_truncated, _empty, _latin1, _cut_json_line],
+                         ids=["truncated-parquet", "empty-parquet", "latin1-csv", "cut-json-line"])
 def test_an_unreadable_source_is_one_line_naming_the_file_and_leaves_nothing(ray_session, tmp_path, make):
     path, schema, why = make(tmp_path)
     with pytest.raises(TamorError, match=why) as info:
@@ -238,7 +248,7 @@ def test_every_file_of_a_source_directory_is_read_or_the_source_is_refused(ray_s
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     source = tmp_path / "logs"
     source.mkdir()
-    frame.iloc[: n // 2].to_csv(source / "a.csv", index=False)
+    frame.iloc[: n // 2].to_csv(source / "a.csv", index=False, encoding="utf-8-sig")  # a BOM before the header
     frame.iloc[n // 2 :].to_csv(source / "B.CSV.gz", index=False, compression="gzip")  # any case, compressed
     schema = load_schema("synthetic").model_copy(update={"source": Source(format="csv")})
     schema = schema.model_copy(update={"preprocess": schema.preprocess.model_copy(update={"teacher": False})})
