@@ -43,7 +43,7 @@ class FeatureStore(Protocol):
         """Rows for ``ids`` in order (``kind`` = users | items) and a bool mask of the known ones."""
 
     def item_ids(self, scenarios: list[int]) -> list[str]:
-        """Every item id in the given scenario ids."""
+        """Every item id in the given scenario ids, once each, in id order (a repeated scenario adds nothing)."""
 
     def snapshot_id(self) -> str:
         """What snapshot the store serves (for ``GET /version``)."""
@@ -89,7 +89,7 @@ class EmbeddedStore:
 
     def item_ids(self, scenarios: list[int]) -> list[str]:
         items = self.tables["items"]
-        return items.index[items["scenario"].isin(scenarios)].tolist()
+        return sorted(items.index[items["scenario"].isin(scenarios)])
 
     def snapshot_id(self) -> str:
         return f"embedded:{self.dir}"
@@ -194,7 +194,7 @@ class RedisStore:
             for k, v in zip(flat[::2], flat[1::2]):
                 by_scenario.setdefault(json.loads(v)["scenario"], []).append(k.decode())
             self._items = (snap, by_scenario)
-        return [i for s in scenarios for i in self._items[1].get(s, [])]
+        return sorted({i for s in set(scenarios) for i in self._items[1].get(s, [])})
 
     def snapshot_id(self) -> str:
         snapshot = self._call(self.client.get, self.pointer)

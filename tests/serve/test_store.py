@@ -22,7 +22,11 @@ def test_redis_and_embedded_stores_return_the_same_features(synthetic_data, redi
         np.testing.assert_array_equal(known_a, known_b)
         assert not known_a[-1] and known_a[:-1].all()
         pd.testing.assert_frame_equal(a.astype(float), b.astype(float))
-    assert sorted(embedded.item_ids([0, 2])) == sorted(redis_store.item_ids([0, 2]))
+    # the same candidates in the same order, each once, however the request spells its scenarios
+    for scenarios in ([0, 2], [2, 0, 2], [1, 1], [], [99]):
+        candidates = embedded.item_ids(scenarios)
+        assert candidates == redis_store.item_ids(scenarios) and len(candidates) == len(set(candidates))
+    assert embedded.item_ids([1, 1]) == embedded.item_ids([1]) != []
     assert redis_store.snapshot_id().startswith("redis:")
 
 
