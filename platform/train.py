@@ -28,9 +28,19 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.train.torch import TorchTrainer
 
 from tamor.models.errors import TamorError
-from tamor.models.factory import MODEL_FILE, build_model, model_state
+from tamor.models.factory import build_model
 from tamor.models.feature_spec import FeatureSpec
 from tamor.models.inputs import batch_columns, batch_from_columns
+from tamor.platform.checkpoints import (
+    CheckpointError,
+    best_intact,
+    check_resumable,
+    remove_orphans,
+    restore,
+    resume_point,
+    save_checkpoint,
+    trim_epochs,
+)
 from tamor.platform.data_dir import DataDir
 from tamor.platform.run_files import (
     DIVERGED_FILE,
@@ -39,7 +49,6 @@ from tamor.platform.run_files import (
     RUN_FILE,
     RUN_FORMAT,
     SUMMARY_FILE,
-    TRAINING_STATE_FILE,
 )
 from tamor.platform.step import (
     EarlyStopping,
@@ -134,35 +143,16 @@ def start_worker(config: dict) -> WorkerRun:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            start_epoch = restore(learner, stopping, Path(d))
+            point = resume_point(Path(d), run_dir)
+            if point is None:
+                raise CheckpointError(f"checkpoint {d} is unreadable and the run has no whole one before it")
+            start_epoch = restore(learner, stopping, point)
+    if rank == 0:
+        trim_epochs(run_dir, start_epoch)
     name = ctx.get_experiment_name()
     tracker = Tracker(rank == 0, cfg.wandb, run_dir / "wandb", cfg.wandb_project, name, cfg.model_dump(),
                       group=cfg.wandb_group or name, job_type="train")
     return WorkerRun(cfg, run_dir, spec, learner, stopping, start_epoch, tracker, rank, world)
-
-
-def restore(learner: Learner, stopping: EarlyStopping, directory: Path) -> int:
-    """Load a checkpoint written by :func:`save_checkpoint` into ``learner`` and ``stopping``; the next epoch."""
-    judged = torch.load(directory / MODEL_FILE, weights_only=True)["state_dict"]
-    state = torch.load(directory / TRAINING_STATE_FILE, weights_only=True)
-    learner.core.load_state_dict(state.get("raw_state_dict", judged))  # with an average, the model file holds the average
-    learner.optimizer.load_state_dict(state["optimizer"])
-    if learner.average is not None:  # go on averaging from the saved average, with its count of steps
-        learner.average.module.load_state_dict(judged)
-        learner.average.n_averaged.fill_(state["ema_updates"])
-    stopping.best, stopping.stale = state["best"], state["stale"]
-    return state["epoch"] + 1
-
-
-def save_checkpoint(learner: Learner, stopping: EarlyStopping, epoch: int, table: pd.DataFrame, directory: Path) -> None:
-    """The judged model (what is served), and what training goes on from: raw weights, optimiser, epoch, stopping state."""
-    torch.save(model_state(learner.judged), directory / MODEL_FILE)
-    state = {"optimizer": learner.optimizer.state_dict(), "epoch": epoch, "best": stopping.best, "stale": stopping.stale}
-    if learner.average is not None:
-        state["raw_state_dict"] = {k: v.detach().cpu() for k, v in learner.core.state_dict().items()}
-        state["ema_updates"] = int(learner.average.n_averaged)
-    torch.save(state, directory / TRAINING_STATE_FILE)
-    table.to_csv(directory / "valid_metrics.csv", index=False)
 
 
 def validate(run: WorkerRun, shard, collate) -> tuple[pd.DataFrame, list[dict]]:
@@ -407,6 +397,7 @@ def train(cfg: TrainConfig, loop: Callable[[dict], None] | None = None) -> dict:
         if finished is not None:
             return finished
         (run_dir / DIVERGED_FILE).unlink(missing_ok=True)
+        check_resumable(run_dir)
         result = build_trainer(cfg, name, loop=loop).fit()
         return summarise(cfg, name, run_dir, result)
 
@@ -418,12 +409,13 @@ def summarise(cfg: TrainConfig, name: str, run_dir: Path, result: ray.train.Resu
         raise TrainingDiverged(
             f"loss diverged at epoch {where['epoch']} step {where['step']} (lr {cfg.lr:g}): lower the learning rate (--lr)"
         )
-    best_ckpt = result.get_best_checkpoint(cfg.metric, cfg.mode)
-    best_metrics = next(m for c, m in result.best_checkpoints if c.path == best_ckpt.path)
+    kept = [(c.path, m) for c, m in result.best_checkpoints]
+    best_path, best_metrics = best_intact(kept, cfg.metric, cfg.mode)
+    remove_orphans(run_dir, {p for p, _ in kept} | ({result.checkpoint.path} if result.checkpoint else set()))
     summary = {
         "name": name,
         "run_dir": str(run_dir),
-        "best_checkpoint": best_ckpt.path,
+        "best_checkpoint": best_path,
         "best_metrics": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))},
         "last_metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
         "config": cfg.model_dump(),

@@ -14,6 +14,7 @@ import torch
 from helpers import TINY, FailOnce
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
+from tamor.platform.checkpoints import check_resumable, checkpoint_dirs
 from tamor.platform.data_dir import DataDir
 from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
 from tamor.platform.run_files import RUN_FILE, TRAINING_STATE_FILE, read_epochs
@@ -185,9 +186,16 @@ def test_resume_continues_from_the_saved_epoch_and_paper_table(ray_session, synt
     assert epochs_run(first) == [0]
     resumed = train(config(synthetic_data, tmp_path, model=mmoe, epochs=2, name="resumable"))
     assert epochs_run(resumed) == [0, 1]  # epoch 0 was not trained again
+    run_dir = Path(resumed["run_dir"])
+    latest = checkpoint_dirs(run_dir)[-1]
+    (latest / TRAINING_STATE_FILE).write_bytes((latest / TRAINING_STATE_FILE).read_bytes()[:500])  # cut short on disk
+    (run_dir / "checkpoint_9999-orphan").mkdir()  # as a driver killed right after writing a checkpoint leaves one
+    again = train(config(synthetic_data, tmp_path, model=mmoe, epochs=3, name="resumable"))
+    assert epochs_run(again) == [0, 1, 2]  # from epoch 0's whole checkpoint: epoch 1 trained again, logged once
+    assert Path(again["best_checkpoint"]) != latest and not (run_dir / "checkpoint_9999-orphan").exists()
     # TAMOR (the DDP run) against this MMoE: the paper's table, 5 tasks x 3 tiers
     a = evaluate_checkpoint(ddp_run["best_checkpoint"], synthetic_data)
-    b = evaluate_checkpoint(resumed["best_checkpoint"], synthetic_data)
+    b = evaluate_checkpoint(again["best_checkpoint"], synthetic_data)
     table = write_comparison(a, b, "tamor", "mmoe", tmp_path / "table")
     assert len(table) == 15
     assert {"paper_table.md", "paper_table.csv", "paper_table.png"} <= {p.name for p in (tmp_path / "table").iterdir()}
@@ -204,6 +212,14 @@ def test_a_taken_run_name_is_refused_for_another_run_and_a_finished_run_is_kept(
     with pytest.raises(TamorError, match="taken by a run with other model"):
         train(same.model_copy(update={"model": TINY.model_copy(update={"name": "mmoe"})}))
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before  # nothing touched
+
+
+def test_a_run_whose_checkpoints_are_all_unreadable_is_refused_in_one_line(tmp_path):
+    run_dir = tmp_path / "broken"
+    (run_dir / "checkpoint_000000").mkdir(parents=True)
+    (run_dir / "checkpoint_000000" / TRAINING_STATE_FILE).write_bytes(b"PK\x03\x04 cut")
+    with pytest.raises(TamorError, match=r"no checkpoint of .*broken can be read \(checkpoint_000000: cut short"):
+        check_resumable(run_dir)
 
 
 def test_a_run_recorded_in_another_format_is_refused_in_one_line(tmp_path):
