@@ -20,7 +20,7 @@ from ray.serve import Application
 from tamor.models.errors import TamorError
 from tamor.platform.data_dir import DataDir
 from tamor.platform.registry import Registry, RegistryError
-from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Ranker, Reranker, load_checked
+from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Ranker, Reranker, context_keys, load_checked
 from tamor.serve.policy import RerankPolicy
 
 APP_NAME = "tamor"
@@ -72,7 +72,7 @@ def build_app(args: dict[str, Any]) -> Application:
         ray_actor_options={"num_cpus": a.ranker_cpus, "num_gpus": a.ranker_gpus}, user_config=a.model_source()
     ).bind(encoder.fingerprint, a.device, a.max_batch_size, a.batch_wait_timeout_s)
     reranker = Reranker.options(user_config={"policy": a.policy.model_dump()}).bind()
-    return Ingress.bind(lookup, ranker, reranker, a.max_candidates)
+    return Ingress.bind(lookup, ranker, reranker, a.max_candidates, context_keys(encoder))
 
 
 def serve_config(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, max_ranker_replicas: int = 2) -> dict:

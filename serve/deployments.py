@@ -8,6 +8,7 @@ Every deployment declares fractional CPUs so the whole graph starts on a 2-CPU m
 """
 
 
+import asyncio
 import logging
 import pickle
 from typing import Any
@@ -18,17 +19,19 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from tamor.models.base import MultiTaskModel
-from tamor.models.encoder import as_text, parse_number
+from tamor.models.encoder import Encoder, as_text, parse_number
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.platform.data_dir import DataDir
 from tamor.platform.registry import Registry
 from tamor.serve.features import lookup_columns, score_columns
 from tamor.serve.policy import RerankPolicy, rerank
-from tamor.serve.schemas import RecommendRequest, RecommendResponse
+from tamor.serve.schemas import Problem, RecommendRequest, RecommendResponse
 from tamor.serve.store import StoreUnavailable, open_store
 
 # Each deployment's resources and concurrency, named once (decorators, the app builder and the
@@ -51,6 +54,24 @@ class ModelRefused(TamorError, ValueError):
     """A model that must not serve beside this feature store (its encoder differs, or it has none)."""
 
 
+class BadRequest(TamorError):
+    """A request field the feature lookup cannot answer as asked (an unknown context key or scenario, too many
+    items): a 422 naming ``field``, shaped as FastAPI's own validation errors.
+
+    Raised in a downstream replica, it reaches the Ingress through the handles (Ray re-raises it there as an
+    instance of this class), which answers it once; so does :class:`StoreUnavailable` (503)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(field, message)  # both in args: Ray pickles the error across replicas
+        self.field, self.message = field, message
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+    def detail(self) -> list[dict]:
+        return [{"loc": ["body", *self.field.split(".")], "msg": self.message, "type": "value_error"}]
+
+
 # What loading a model can raise: a ref that does not resolve, a missing, truncated or foreign file.
 LOAD_ERRORS = (TamorError, OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
 logger = logging.getLogger("ray.serve")
@@ -66,46 +87,37 @@ class FeatureLookup:
         self.store = open_store(data, redis_url, check=False)  # a replica started during an outage answers 503s
 
     def snapshot(self) -> dict:
-        """The served snapshot, or why there is none (``unavailable``): the readiness check's store half."""
-        try:
-            return {"snapshot": self.store.snapshot_id(), "encoder": self.encoder.fingerprint}
-        except StoreUnavailable as e:
-            return {"snapshot": None, "encoder": self.encoder.fingerprint, "unavailable": str(e)}
+        """The served snapshot and encoder (the readiness check's store half); :class:`StoreUnavailable` when none is."""
+        return {"snapshot": self.store.snapshot_id(), "encoder": self.encoder.fingerprint}
 
-    def check_context(self, context: dict) -> str | None:
-        """What is wrong with a request's context, naming the field, or None: every key must be a
-        context feature, and a numeric one a finite number the training data could have held."""
+    def check_context(self, context: dict) -> None:
+        """:class:`BadRequest` naming the field unless every key is a context feature, and a numeric one a finite
+        number the training data could have held."""
         numeric = {f.name: f for f in self.encoder.numeric if f.side == "context"}
-        known = numeric.keys() | {f.name for f in self.encoder.categorical if f.side == "context"}
+        known = set(context_keys(self.encoder))
         for key, value in context.items():
             if key not in known:
-                return f"context.{key}: not a context feature (known: {sorted(known)})"
+                raise BadRequest(f"context.{key}", f"not a context feature (known: {sorted(known)})")
             if key in numeric:
                 number = parse_number(as_text([value])).iloc[0]
                 if not np.isfinite(number) or abs(number) > self.encoder.max_abs_numeric:
-                    return f"context.{key}: {value!r} is not a finite number within ±{self.encoder.max_abs_numeric:g}"
-        return None
+                    raise BadRequest(f"context.{key}", f"{value!r} is not a finite number within ±{self.encoder.max_abs_numeric:g}")
 
     def lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict,
                max_candidates: int | None = None) -> dict:
-        """The model's columns for ``user_id`` × the candidates, or ``{"error": why}`` (a 422) or
-        ``{"unavailable": why}`` (a 503): the Ranker and Reranker pass those through."""
-        problem = self.check_context(context)
-        if problem:
-            return {"error": problem}
-        try:
-            found = self._lookup(user_id, item_ids, scenarios, context)
-        except StoreUnavailable as e:  # answered 503 + Retry-After by the ingress; the store reconnects by itself
-            return {"unavailable": str(e)}
-        if max_candidates is not None and len(found.get("item_ids", [])) > max_candidates:
-            return {"error": f"the scenarios hold {len(found['item_ids'])} items, over {max_candidates}"}
+        """The model's columns for ``user_id`` × the candidates; :class:`BadRequest` or :class:`StoreUnavailable`
+        (the store reconnects by itself), which fail the Ranker's and Reranker's calls that take this answer."""
+        self.check_context(context)
+        found = self._lookup(user_id, item_ids, scenarios, context)
+        if max_candidates is not None and len(found["item_ids"]) > max_candidates:
+            raise BadRequest("scenarios", f"the scenarios hold {len(found['item_ids'])} items, over {max_candidates}")
         return found
 
     def _lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict) -> dict:
         if item_ids is None:
             unknown = sorted(set(scenarios) - set(self.spec.scenarios))
             if unknown:
-                return {"error": f"unknown scenarios {unknown}; known: {self.spec.scenarios}"}
+                raise BadRequest("scenarios", f"unknown scenarios {unknown}; known: {self.spec.scenarios}")
             item_ids = self.store.item_ids([self.spec.scenarios.index(s) for s in scenarios])
         cols, user_known, items_known = lookup_columns(self.store, self.encoder, self.spec, [user_id], list(item_ids), context)
         user_tier = int(self.store.get("users", [user_id])[0]["tier"].iloc[0]) if not len(item_ids) else int(cols["tier"][0])
@@ -117,6 +129,11 @@ class FeatureLookup:
             "tier": self.spec.tiers[user_tier],
             "scenarios": [self.spec.scenarios[int(s)] for s in cols["scenario"]],
         }
+
+
+def context_keys(encoder: Encoder) -> list[str]:
+    """The names a request's ``context`` may use: the data's context features."""
+    return sorted(f.name for f in (*encoder.numeric, *encoder.categorical) if f.side == "context")
 
 
 def load_checked(config: dict, encoder_fingerprint: str, device: torch.device | str = "cpu") -> tuple[MultiTaskModel, str]:
@@ -184,16 +201,13 @@ class Ranker:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.003)
     async def rank(self, found: list[dict]) -> list[dict]:
         """FeatureLookup answers (``columns``: ``[n]`` each) → ``{"probs": [n, T], ...}`` per request, scored
-        as one batch; an answer without columns (an error) passes through unscored."""
+        as one batch (a failed lookup fails its call before it gets here)."""
         model, version = self.model, self.version
-        requests = [f["columns"] for f in found if "columns" in f]
-        out: list[dict] = [{} for _ in found]
-        if requests:
-            sizes = [len(r["tier"]) for r in requests]
-            cols = {k: np.concatenate([r[k] for r in requests]) for k in requests[0]}
-            parts = iter(np.split(score_columns(model, cols, self.device), np.cumsum(sizes)[:-1]))
-            out = [{"probs": next(parts), "version": version, "tasks": model.tasks} if "columns" in f else {} for f in found]
-        return out
+        requests = [f["columns"] for f in found]
+        sizes = [len(r["tier"]) for r in requests]
+        cols = {k: np.concatenate([r[k] for r in requests]) for k in requests[0]}
+        parts = np.split(score_columns(model, cols, self.device), np.cumsum(sizes)[:-1])
+        return [{"probs": p, "version": version, "tasks": model.tasks} for p in parts]
 
 
 @serve.deployment(**DEPLOYMENTS["Reranker"])
@@ -208,10 +222,7 @@ class Reranker:
             self.policy = RerankPolicy.model_validate(config["policy"])
 
     def rerank(self, found: dict, scored: dict, top_n: int) -> dict:
-        """The lookup's and the Ranker's answers → the ranked items and what the response reports
-        (or the lookup's error, passed through)."""
-        if "columns" not in found:
-            return found
+        """The lookup's and the Ranker's answers → the ranked items and what the response reports."""
         ranked = rerank(self.policy, found["tier"], scored["tasks"], found["item_ids"], found["scenarios"], scored["probs"], top_n)
         known = dict(zip(found["item_ids"], found["items_known"]))
         return {
@@ -223,9 +234,49 @@ class Reranker:
         }
 
 
+RETRY = {"Retry-After": "1"}  # seconds; the store reconnects and Serve replaces a lost replica on their own
+READY_TIMEOUT_S = 3.0  # /readyz's wait for each stage: a replica that does not answer in time is not ready
+# A replica lost mid-request (killed, its node gone) or not yet replaced: the request may be retried shortly.
+RESTARTING = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError, BackPressureError)
+
+
+ERROR_ANSWERS = {  # what /recommend answers besides 200 and 422, for /openapi.json
+    413: {"description": "the body is over the size limit", "model": Problem},
+    503: {"description": "a feature-store outage or a replica restarting; the Retry-After header says when to retry", "model": Problem},
+}
+
+
+def _reason(error: BaseException) -> str:
+    """The message of an error raised in another replica (Ray wraps it; ``cause`` is the original)."""
+    cause = getattr(error, "cause", None) or error
+    return str(cause).strip().splitlines()[-1] if isinstance(cause, RayActorError) else str(cause)
+
+
+async def _awaited(response: Any) -> Any:
+    return await response
+
+
+async def answered(response: Any) -> Any:
+    """Await a stage's answer; the errors a stage raises become the one HTTP answer each deserves."""
+    try:
+        return await response
+    except BadRequest as e:
+        raise HTTPException(422, (getattr(e, "cause", None) or e).detail()) from None
+    except StoreUnavailable as e:
+        raise HTTPException(503, f"feature store unavailable, retry shortly: {_reason(e)}", headers=RETRY) from None
+    except Exception as e:
+        if not lost_replica(e):
+            raise
+        raise HTTPException(503, f"a serving replica is restarting, retry shortly ({type(e).__name__})", headers=RETRY) from None
+
+
+def lost_replica(error: BaseException) -> bool:
+    """A replica lost or not yet replaced, here or upstream (Serve wraps an upstream death, its cause kept)."""
+    return isinstance(error, RESTARTING) or isinstance(error.__cause__, RayActorError)
+
+
 api = FastAPI(title="tamor", description="Tier-aware multi-objective recommendation: lookup → rank → rerank.")
 MAX_BODY_BYTES = 64 * 1024
-RETRY = {"Retry-After": "1"}  # seconds; the store reconnects on its own
 
 
 @api.exception_handler(RequestValidationError)
@@ -257,10 +308,13 @@ async def limit_body(request: Request, call_next):
 @serve.ingress(api)
 class Ingress:
     def __init__(self, lookup: DeploymentHandle, ranker: DeploymentHandle, reranker: DeploymentHandle,
-                 max_candidates: int = 500, max_body_bytes: int = MAX_BODY_BYTES):
+                 max_candidates: int = 500, context: list[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES):
         self.lookup, self.ranker, self.reranker = lookup, ranker, reranker
         self.max_candidates = max_candidates
         api.state.max_body_bytes = max_body_bytes
+        if context is not None:  # the served data's context keys, stated in /openapi.json
+            schema = api.openapi()
+            schema["components"]["schemas"]["RecommendRequest"]["properties"]["context"]["propertyNames"] = {"enum": context}
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -269,31 +323,35 @@ class Ingress:
 
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        """Ready when the Ranker holds a model and the feature store serves a snapshot; else 503 with why."""
-        model = await self.ranker.model_version.remote()
-        store = await self.lookup.snapshot.remote()
-        problems = [store["unavailable"]] if store.get("unavailable") else []
-        body = {"ready": not problems, "model_version": model["version"], "feature_snapshot": store["snapshot"], "problems": problems}
+        """Ready when the Ranker holds a model and the feature store serves a snapshot, each answering within
+        :data:`READY_TIMEOUT_S`; else 503 with why (a replica restarting, a store outage)."""
+        model, store, problems = {}, {}, []
+        for name, call in (("model", self.ranker.model_version), ("feature store", self.lookup.snapshot)):
+            try:
+                answer = await asyncio.wait_for(_awaited(call.remote()), READY_TIMEOUT_S)
+                model, store = (answer, store) if name == "model" else (model, answer)
+            except TimeoutError:
+                problems.append(f"{name}: no answer within {READY_TIMEOUT_S:g} s")
+            except (StoreUnavailable, *RESTARTING) as e:
+                problems.append(f"{name}: {_reason(e)}")
+        body = {"ready": not problems, "model_version": model.get("version"), "feature_snapshot": store.get("snapshot"),
+                "problems": problems}
         return JSONResponse(status_code=503 if problems else 200, content=body, headers=RETRY if problems else None)
 
     @api.get("/version")
     async def version(self) -> dict:
-        model = await self.ranker.model_version.remote()
-        store = await self.lookup.snapshot.remote()
+        model = await answered(self.ranker.model_version.remote())
+        store = await answered(self.lookup.snapshot.remote())
         return {"model_version": model["version"], "model": model["model"], "tasks": model["tasks"],
                 "feature_snapshot": store["snapshot"], "encoder": store["encoder"], "last_model_error": model["last_error"]}
 
-    @api.post("/recommend", response_model=RecommendResponse)
+    @api.post("/recommend", response_model=RecommendResponse, responses=ERROR_ANSWERS)
     async def recommend(self, body: RecommendRequest) -> RecommendResponse:
         if body.item_ids is not None and len(body.item_ids) > self.max_candidates:
-            raise HTTPException(422, f"at most {self.max_candidates} candidate items, got {len(body.item_ids)}")
+            raise HTTPException(422, BadRequest("item_ids", f"at most {self.max_candidates} candidate items, got {len(body.item_ids)}").detail())
         # Composed by passing responses on: the lookup's answer goes to the Ranker, and both to the
         # Reranker, replica to replica, without coming back here in between (one round trip, not three).
         found = self.lookup.lookup.remote(body.user_id, body.item_ids, body.scenarios, body.context, self.max_candidates)
         scored = self.ranker.rank.remote(found)
-        answer = await self.reranker.rerank.remote(found, scored, body.top_n)
-        if "error" in answer:
-            raise HTTPException(422, answer["error"])
-        if "unavailable" in answer:
-            raise HTTPException(503, f"feature store unavailable, retry shortly: {answer['unavailable']}", headers=RETRY)
+        answer = await answered(self.reranker.rerank.remote(found, scored, body.top_n))
         return RecommendResponse(user_id=body.user_id, **answer)

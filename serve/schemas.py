@@ -12,18 +12,28 @@ MAX_TOP_N = 100
 
 
 class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One recommendation request: a user and exactly one of ``item_ids`` / ``scenarios`` (the schema's ``oneOf``).
+
+    Example:
+        >>> RecommendRequest(user_id="u1", scenarios=["fund"]).top_n
+        10
+    """
+
+    # Exactly one candidate source, said in the OpenAPI schema too (a null is not an absent field: 422).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": ["item_ids"]}, {"required": ["scenarios"]}]})
     user_id: str = Field(min_length=1, max_length=128)
-    item_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
-        None, min_length=1, max_length=MAX_CANDIDATES, description="candidate items, each once")
-    scenarios: list[str] | None = Field(None, min_length=1, max_length=32, description="or: every item of these scenarios")
+    item_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        None, min_length=1, max_length=MAX_CANDIDATES, description="candidate items, each once")  # type: ignore[assignment]
+    scenarios: list[str] = Field(None, min_length=1, max_length=32, description="or: every item of these scenarios")  # type: ignore[assignment]
     top_n: int = Field(10, ge=1, le=MAX_TOP_N)
-    context: dict[str, str | float] = Field(default_factory=dict, description="context features, e.g. hour, page")
+    context: dict[str, str | float] = Field(
+        default_factory=dict, description="context features of the served model's data (their names: the schema's "
+        "propertyNames enum), e.g. hour, page")
 
     @field_validator("item_ids")
     @classmethod
-    def _unique(cls, ids: list[str] | None) -> list[str] | None:
-        if ids is not None and len(set(ids)) != len(ids):
+    def _unique(cls, ids: list[str]) -> list[str]:
+        if len(set(ids)) != len(ids):
             seen: set[str] = set()
             twice = sorted({i for i in ids if i in seen or seen.add(i)})
             raise ValueError(f"duplicate item ids {twice[:5]}: list each candidate once")
@@ -60,3 +70,9 @@ class RecommendResponse(BaseModel):
     model_version: str
     items: list[RankedItem]
     unknown_items: list[str]
+
+
+class Problem(BaseModel):
+    """A 413 or 503 answer: what went wrong, in words."""
+
+    detail: str

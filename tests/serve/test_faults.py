@@ -114,23 +114,41 @@ def test_bad_model_pushes_fail_no_request_and_keep_the_serving_model(app, census
     assert httpx.get(f"{app['url']}/version", timeout=10).json()["last_model_error"] is None
 
 
-def test_a_restarted_ranker_replica_loads_its_pinned_version_not_latest(app):
+def kill_replicas(deployment: str) -> set[str]:
+    """SIGKILL every replica of ``deployment`` (Serve starts new ones); their actor names."""
+    import ray
+
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]]
+    assert replicas, deployment
+    for actor in replicas:
+        ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+    return {a["name"] for a in replicas}
+
+
+def test_a_ranker_replica_killed_under_load_gives_503s_and_its_replacement_loads_the_pinned_version(app):
     import ray
 
     newer = app["registry"].export(app["root"] / "good.pt", {"m": 0.95}, metric="m")
     assert app["registry"].resolve("latest").name == newer.name
-    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "Ranker" in a["name"]]
-    assert replicas
-    for actor in replicas:
-        ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
-    names = {a["name"] for a in replicas}
+    readiness = []
+    with Traffic(app["url"], app["body"]) as traffic:
+        time.sleep(1)
+        traffic.phase = "killed"
+        names = kill_replicas("Ranker")
 
-    def replaced() -> bool:
-        now = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "Ranker" in a["name"]}
-        return bool(now) and not now & names and httpx.get(f"{app['url']}/readyz", timeout=5).status_code == 200
+        def replaced() -> bool:
+            ready = httpx.get(f"{app['url']}/readyz", timeout=10)  # answers within its own 3 s per stage, 200 or 503
+            readiness.append(ready.status_code)
+            now = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "#Ranker#" in a["name"]}
+            return bool(now) and not now & names and ready.status_code == 200
 
-    wait_until(replaced, 90)  # Serve started a new replica
-    assert httpx.get(f"{app['url']}/version", timeout=10).json()["model_version"] == "v0001"
+        wait_until(replaced, 90)  # Serve started a new replica
+        time.sleep(1)
+    print("ranker killed:", traffic.statuses("killed"), "readyz:", readiness)
+    assert set(traffic.statuses()) <= {200, 503}, traffic.statuses()  # never a 500 or a dropped connection
+    assert all(a[4] == "1" for a in traffic.answers if a[2] == 503)
+    assert set(readiness) <= {200, 503}
+    assert httpx.get(f"{app['url']}/version", timeout=10).json()["model_version"] == "v0001"  # pinned, not latest
 
 
 def test_a_redis_outage_is_answered_503_and_serving_resumes_by_itself(app, redis_server):
