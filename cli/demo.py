@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,22 +17,10 @@ import pandas as pd
 from rich.console import Console
 
 from tamor.cli.common import Steps, epoch_watch
-
-
-@dataclass
-class DemoConfig:
-    out: Path
-    rows: int = 200_000
-    users: int | None = None
-    epochs: int = 3
-    lr: float = 3e-3  # a 3-epoch demo needs a faster schedule than the recipe's 1e-3 with early stopping over 30
-    sweep_trials: int = 4
-    sweep_epochs: int = 2
-    requests: int = 40
-    ab_days: int = 7
-    seed: int = 0
-    model_overrides: dict = field(default_factory=dict)
-    verbose: bool = False  # Ray's and the workers' logs on the console too (they always go to <out>/logs)
+from tamor.cli.demo_config import DemoConfig
+from tamor.models.config import ModelConfig
+from tamor.platform.tracking import RunGroup, log_ab, log_evaluation, log_serving
+from tamor.platform.world import WorldConfig
 
 
 def sample_requests(url: str, data_dir: Path, n: int, candidates: int = 100, seed: int = 0) -> dict:
@@ -63,100 +51,156 @@ def sample_requests(url: str, data_dir: Path, n: int, candidates: int = 100, see
     }
 
 
-def run_demo(cfg: DemoConfig, console: Console) -> Path:
-    from ray import serve
+@dataclass
+class Demo:
+    """What the stages share: the config, the output directory, its step printer and W&B group."""
 
-    from tamor.cli.report import write_report
-    from tamor.models.config import ModelConfig
-    from tamor.models.factory import MODEL_FILE, load_model
-    from tamor.platform.data_dir import DataDir
-    from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
-    from tamor.platform.figures import fig3, representation_sample
-    from tamor.platform.generate import generate
-    from tamor.platform.preprocess import preprocess
-    from tamor.platform.ray_env import init_ray, quiet_console
-    from tamor.platform.registry import Registry
-    from tamor.platform.schema import load_schema
-    from tamor.platform.tracking import log_ab, log_evaluation, log_serving
-    from tamor.platform.train import TrainConfig, train
-    from tamor.platform.world import WorldConfig
-    from tamor.serve.app import AppArgs, start
-    from tamor.serve.simulate import SimConfig, lift_with_ci, model_scorer, simulate
-    from tamor.serve.store import EmbeddedStore
-    from tamor.tuning.sweep import SweepConfig, sweep
+    cfg: DemoConfig
+    out: Path
+    step: Steps
+    runs: RunGroup
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+
+def run_demo(cfg: DemoConfig, console: Console) -> Path:
+    """Every stage in order; each writes its files under ``cfg.out`` and prints one line with its figure."""
+    from tamor.platform.ray_env import init_ray
 
     out = cfg.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = init_ray(log_dir=out / "logs", verbose=cfg.verbose)
-    step = Steps(console, out, log)
+    demo = Demo(cfg, out, Steps(console, out, log), RunGroup(out.name, out / "wandb"))
+    world = prepare_data(demo)
+    runs = train_both(demo)
+    table = evaluate_both(demo, runs)
+    summary = sweep_stage(demo, runs)
+    tamor_model = fig3_stage(demo, runs)
+    serve_stage(demo)
+    ab_stage(demo, world, runs, tamor_model)
+    print_summary(demo, console, table, summary)
+    return out
+
+
+def prepare_data(demo: Demo) -> WorldConfig:
+    from tamor.platform.generate import generate
+    from tamor.platform.preprocess import preprocess
+    from tamor.platform.schema import load_schema
+
+    cfg, out = demo.cfg, demo.out
     world = WorldConfig(rows=cfg.rows, n_users=cfg.users, seed=cfg.seed, rows_per_block=max(50_000, cfg.rows // 4))
-    data = out / "data"
-    with step("generate the synthetic world (Ray Data)") as s:
+    with demo.step("generate the synthetic world (Ray Data)") as s:
         s["figure"] = f"{generate(world, out / 'synthetic'):,} impressions of {world.users:,} users"
-    with step("preprocess (Ray Data)") as s:
-        report = preprocess(str(out / "synthetic" / "logs"), load_schema("synthetic"), data)
+    with demo.step("preprocess (Ray Data)") as s:
+        report = preprocess(str(out / "synthetic" / "logs"), load_schema("synthetic"), demo.data)
         s["figure"] = (f"{report.rows_in:,} rows → train {report.rows_out['train']:,} / valid {report.rows_out['valid']:,} / "
                        f"test {report.rows_out['test']:,}, {report.rows_quarantined:,} quarantined")
+    return world
 
+
+def train_both(demo: Demo) -> dict[str, dict]:
+    from tamor.platform.train import TrainConfig, train
+
+    cfg, runs = demo.cfg, {}
     model = ModelConfig(**cfg.model_overrides)
-    runs = {}
     for name in ("tamor", "mmoe"):
-        tc = TrainConfig(data_dir=str(data), model=model.model_copy(update={"name": name}), epochs=cfg.epochs, lr=cfg.lr,
-                         batch_size=1024, num_workers=2, storage_path=str(out / "train"), name=f"{name}-demo",
-                         seed=cfg.seed, wandb_group=out.name)
-        with step(f"train {name} (Ray Train, 2 DDP workers)", watch=epoch_watch(out / "train" / tc.name, tc.epochs)) as s:
+        tc = TrainConfig(data_dir=str(demo.data), model=model.model_copy(update={"name": name}), epochs=cfg.epochs, lr=cfg.lr,
+                         num_workers=2, storage_path=str(demo.out / "train"), name=f"{name}-demo", seed=cfg.seed,
+                         wandb_group=demo.runs.name)
+        with demo.step(f"train {name} (Ray Train, 2 DDP workers)", watch=epoch_watch(demo.out / "train" / tc.name, tc.epochs)) as s:
             runs[name] = train(tc)
             s["figure"] = f"best validation AUC (mean over tasks) {runs[name]['best_metrics']['val_auc_mean']:.4f}"
+    return runs
 
-    with step("evaluate on the test split and write the paper's table") as s:
-        metrics = {name: evaluate_checkpoint(r["best_checkpoint"], data) for name, r in runs.items()}
+
+def evaluate_both(demo: Demo, runs: dict[str, dict]) -> pd.DataFrame:
+    from tamor.models.factory import MODEL_FILE
+    from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
+    from tamor.platform.registry import Registry
+
+    out = demo.out
+    with demo.step("evaluate on the test split and write the paper's table") as s:
+        metrics = {name: evaluate_checkpoint(r["best_checkpoint"], demo.data) for name, r in runs.items()}
         for name, m in metrics.items():
             m.to_csv(out / f"{name}_test_metrics.csv", index=False)
         table = write_comparison(metrics["tamor"], metrics["mmoe"], "tamor", "mmoe", out)
-        log_evaluation(out, table, group=out.name)
+        log_evaluation(demo.runs, table, out / "paper_table.png")
         s["figure"] = f"TAMOR ahead of MMoE in {int((table['lift_pct'] > 0).sum())} of {int(table['lift_pct'].notna().sum())} cells"
+    Registry(out / "registry").export(Path(runs["tamor"]["best_checkpoint"]) / MODEL_FILE, runs["tamor"]["best_metrics"],
+                                      metric="val_auc_mean", source={"kind": "run", "run": runs["tamor"]["name"]})
+    return table
 
-    registry = Registry(out / "registry")
-    registry.export(Path(runs["tamor"]["best_checkpoint"]) / MODEL_FILE, runs["tamor"]["best_metrics"],
-                    metric="val_auc_mean", source={"kind": "run", "run": runs["tamor"]["name"]})
-    summary = None
-    if cfg.sweep_trials:  # 0: no sweep (tests/tuning covers it); serving takes the TAMOR run
-        with step("short sweep of λ, τ and the learning rate (Ray Tune + Optuna + ASHA)") as s:
-            sc = SweepConfig(
-                train=TrainConfig(data_dir=str(data), model=model, epochs=cfg.sweep_epochs, batch_size=2048, cpus_per_worker=0.25,
-                                  patience=cfg.sweep_epochs),
-                num_samples=cfg.sweep_trials, max_concurrent=2, storage_path=str(out / "tune"), registry=str(out / "registry"),
-                seed=cfg.seed, wandb_group=out.name, verbose=1 if cfg.verbose else 0,
-            )
-            summary = sweep(sc)
-            (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=str))
-            (out / "trials.png").write_bytes((Path(summary["path"]) / "trials.png").read_bytes())
-            best = registry.resolve("best")
-            s["figure"] = (f"best trial objective {summary['best_objective']:.4f}, {summary['stopped_early']} of {summary['trials']} "
-                           f"stopped early by ASHA; registry best = {best.name}")
 
-    with step("Fig. 3: tier-aware vs tier-agnostic representations") as s:
+def sweep_stage(demo: Demo, runs: dict[str, dict]) -> dict | None:
+    """A short sweep exported to the registry (0 trials: none; serving then takes the TAMOR run)."""
+    from tamor.platform.registry import Registry
+    from tamor.platform.train import TrainConfig
+    from tamor.tuning.sweep import SweepConfig, sweep
+
+    cfg, out = demo.cfg, demo.out
+    if not cfg.sweep_trials:
+        return None
+    with demo.step("short sweep of λ, τ and the learning rate (Ray Tune + Optuna + ASHA)") as s:
+        sc = SweepConfig(
+            train=TrainConfig(data_dir=str(demo.data), model=ModelConfig(**cfg.model_overrides), epochs=cfg.sweep_epochs,
+                              batch_size=2048, cpus_per_worker=0.25, patience=cfg.sweep_epochs),
+            num_samples=cfg.sweep_trials, max_concurrent=2, storage_path=str(out / "tune"), registry=str(out / "registry"),
+            seed=cfg.seed, wandb_group=demo.runs.name, verbose=1 if cfg.verbose else 0,
+        )
+        summary = sweep(sc)
+        (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=str))
+        (out / "trials.png").write_bytes((Path(summary["path"]) / "trials.png").read_bytes())
+        best = Registry(out / "registry").resolve("best")
+        s["figure"] = (f"best trial objective {summary['best_objective']:.4f}, {summary['stopped_early']} of {summary['trials']} "
+                       f"stopped early by ASHA; registry best = {best.name}")
+    return summary
+
+
+def fig3_stage(demo: Demo, runs: dict[str, dict]):
+    from tamor.models.factory import load_model
+    from tamor.platform.data_dir import DataDir
+    from tamor.platform.figures import fig3, representation_sample
+
+    with demo.step("Fig. 3: tier-aware vs tier-agnostic representations") as s:
         tamor_model = load_model(runs["tamor"]["best_checkpoint"])
-        reps, tier = representation_sample(tamor_model, DataDir(data).split("test"), seed=cfg.seed)
-        sil = fig3(reps, tier, tamor_model.spec.tiers, out / "fig3.png", seed=cfg.seed)
-        (out / "fig3.json").write_text(json.dumps(sil))
+        reps, tier = representation_sample(tamor_model, DataDir(demo.data).split("test"), seed=demo.cfg.seed)
+        sil = fig3(reps, tier, tamor_model.spec.tiers, demo.out / "fig3.png", seed=demo.cfg.seed)
+        (demo.out / "fig3.json").write_text(json.dumps(sil))
         s["figure"] = "silhouette by tier " + ", ".join(f"{k} {v:.3f}" for k, v in sil.items())
+    return tamor_model
 
-    with step("serve the best registry version over HTTP and send sample requests (Ray Serve)") as s:
+
+def serve_stage(demo: Demo) -> None:
+    from ray import serve
+
+    from tamor.platform.ray_env import quiet_console
+    from tamor.serve.app import AppArgs, start
+
+    with demo.step("serve the best registry version over HTTP and send sample requests (Ray Serve)") as s:
         port = _free_port()
-        start(AppArgs(data_dir=str(data), registry=str(out / "registry"), ref="best", ranker_cpus=0.2), port=port)
-        if not cfg.verbose:
+        start(AppArgs(data_dir=str(demo.data), registry=str(demo.out / "registry"), ref="best", ranker_cpus=0.2), port=port)
+        if not demo.cfg.verbose:
             quiet_console()  # Serve added console handlers of its own
         try:
-            serving = sample_requests(f"http://127.0.0.1:{port}", data, cfg.requests, seed=cfg.seed)
+            serving = sample_requests(f"http://127.0.0.1:{port}", demo.data, demo.cfg.requests, seed=demo.cfg.seed)
         finally:
             serve.shutdown()
-        (out / "serving.json").write_text(json.dumps(serving, indent=2))
-        log_serving(serving, group=out.name, wandb_dir=out / "wandb")
+        (demo.out / "serving.json").write_text(json.dumps(serving, indent=2))
+        log_serving(demo.runs, serving)
         s["figure"] = f"{serving['requests']} requests, p50 {serving['p50_ms']:.1f} ms, p99 {serving['p99_ms']:.1f} ms, all 200: {serving['all_ok']}"
 
-    with step(f"simulated online A/B, TAMOR vs MMoE, {cfg.ab_days} days") as s:
-        data_dir = DataDir(data)
+
+def ab_stage(demo: Demo, world: WorldConfig, runs: dict[str, dict], tamor_model) -> None:
+    from tamor.models.factory import load_model
+    from tamor.platform.data_dir import DataDir
+    from tamor.serve.simulate import SimConfig, lift_with_ci, model_scorer, simulate
+    from tamor.serve.store import EmbeddedStore
+
+    cfg, out = demo.cfg, demo.out
+    with demo.step(f"simulated online A/B, TAMOR vs MMoE, {cfg.ab_days} days") as s:
+        data_dir = DataDir(demo.data)
         encoder = data_dir.encoder()
         store = EmbeddedStore(data_dir, tamor_model.spec, encoder)
         arms = {name: model_scorer(load_model(r["best_checkpoint"]), store, encoder, {"page": "home"}) for name, r in runs.items()}
@@ -164,19 +208,22 @@ def run_demo(cfg: DemoConfig, console: Console) -> Path:
         daily.to_csv(out / "ab_daily.csv", index=False)
         ab = {**lift_with_ci(daily, "tamor", "mmoe", seed=cfg.seed), "days": cfg.ab_days}
         (out / "ab.json").write_text(json.dumps(ab, indent=2, default=float))
-        log_ab(daily, ab, group=out.name, wandb_dir=out / "wandb")
+        log_ab(demo.runs, daily, ab)
         s["figure"] = (f"new high-holding users {ab['new_high_holding']}, lift {100 * ab['lift']:+.2f}% "
                        f"(95% CI {100 * ab['ci95'][0]:+.1f}% to {100 * ab['ci95'][1]:+.1f}%)")
 
-    report_path = write_report(out)
-    from tamor.cli.common import print_frame
 
+def print_summary(demo: Demo, console: Console, table: pd.DataFrame, summary: dict | None) -> None:
+    from tamor.cli.common import print_frame
+    from tamor.cli.report import write_report
+
+    out = demo.out
+    report_path = write_report(out)
     print_frame("TAMOR vs MMoE: test AUC per task and user tier", table)
     sweep_wandb = f"{summary['path']}/wandb, " if summary else ""
     console.print(f"logs: {out / 'logs'}   W&B (offline; `wandb sync`): {out}/train/*/wandb, {sweep_wandb}{out / 'wandb'}")
     console.print(f"plots: {out / 'paper_table.png'}, {out / 'fig3.png'}" + (f", {out / 'trials.png'}" if summary else ""))
     console.print(f"report: {report_path}", highlight=False)
-    return out
 
 
 def _free_port() -> int:

@@ -37,6 +37,8 @@ from tamor.cli.common import (
     typer_app,
     value,
 )
+from tamor.cli.demo_config import DemoConfig
+from tamor.cli.demo_config import default as demo_default
 
 app = typer_app("Tier-Aware Multi-Objective Recommendation on Ray.")
 
@@ -234,16 +236,16 @@ def tune(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory (report, plots, checkpoints, registry, W&B)."),
-    rows: int = typer.Option(200_000, min=1000, help="Impressions in the synthetic world (bigger: --rows 5000000)."),
-    epochs: int = typer.Option(3, min=1, help="Training epochs of TAMOR and MMoE."),
-    sweep_trials: int = typer.Option(4, min=0, help="Trials of the short sweep (0: no sweep)."),
-    sweep_epochs: int = typer.Option(2, min=1, help="Epochs per sweep trial."),
-    requests: int = typer.Option(40, min=1, help="Sample HTTP requests to the served model."),
-    ab_days: int = typer.Option(7, min=1, help="Days of the simulated online A/B test."),
-    seed: int = typer.Option(0),
+    rows: int = typer.Option(demo_default("rows"), min=1000, help="Impressions in the synthetic world (bigger: --rows 5000000)."),
+    epochs: int = typer.Option(demo_default("epochs"), min=1, help="Training epochs of TAMOR and MMoE."),
+    sweep_trials: int = typer.Option(demo_default("sweep_trials"), min=0, help="Trials of the short sweep (0: no sweep)."),
+    sweep_epochs: int = typer.Option(demo_default("sweep_epochs"), min=1, help="Epochs per sweep trial."),
+    requests: int = typer.Option(demo_default("requests"), min=1, help="Sample HTTP requests to the served model."),
+    ab_days: int = typer.Option(demo_default("ab_days"), min=1, help="Days of the simulated online A/B test."),
+    seed: int = typer.Option(demo_default("seed")),
 ) -> None:
     """Everything, end to end, on the synthetic world: data, training, table, sweep, registry, serving, A/B, report."""
-    from tamor.cli.demo import DemoConfig, run_demo
+    from tamor.cli.demo import run_demo
 
     if out.exists() and any(out.iterdir()):
         raise CliError(f"{out} is not empty: choose a new --out")

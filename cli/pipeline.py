@@ -59,7 +59,7 @@ def run_pipeline(cfg: PipelineConfig, console: Console) -> dict:
     from tamor.platform.preprocess import preprocess
     from tamor.platform.registry import Registry, RegistryError
     from tamor.platform.schema import load_schema
-    from tamor.platform.tracking import log_gate
+    from tamor.platform.tracking import RunGroup, log_gate
     from tamor.platform.train import train
 
     out = Path(cfg.out).resolve()
@@ -120,7 +120,7 @@ def run_pipeline(cfg: PipelineConfig, console: Console) -> dict:
             registry.promote(version.name, cfg.gate.alias)
         record["gate"] = {**decision.as_dict(), "new": version.name, "current": current.name if current else None,
                           cfg.gate.alias: registry.resolve(cfg.gate.alias).name}
-        log_gate(decision.table, record["gate"], group=tc.wandb_group, wandb_dir=out / "wandb")
+        log_gate(RunGroup(tc.wandb_group, out / "wandb", tc.wandb, tc.wandb_project), decision.table, record["gate"])
         s["figure"] = decision.reason
 
     if cfg.deploy:

@@ -6,12 +6,14 @@ Offline runs are files under the run directory (``wandb sync <dir>`` uploads the
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
 WandbMode = Literal["offline", "online", "disabled"]
+DEFAULT_PROJECT = "tamor"  # the W&B project every run goes to unless configured
 
 
 def resolve_mode(mode: WandbMode | None) -> WandbMode:
@@ -34,9 +36,8 @@ class Tracker:
         import wandb
 
         Path(directory).mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_SILENT", "true")
         self.run = wandb.init(project=project, name=name, dir=str(directory), mode=mode, config=config, reinit="create_new",
-                              group=group, job_type=job_type)
+                              group=group, job_type=job_type, settings=wandb.Settings(silent=True))
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         if self.run is not None:
@@ -69,79 +70,57 @@ class Tracker:
 # ab), so the project's workspace groups them and filters by stage.
 
 
-def _run(out: Path, group: str, job_type: str, config: dict[str, Any] | None = None) -> Tracker:
-    mode = resolve_mode(os.environ.get("WANDB_MODE", "offline"))  # type: ignore[arg-type]
-    return Tracker(True, mode, out, "tamor", f"{group}-{job_type}", config or {}, group=group, job_type=job_type)
+@dataclass(frozen=True)
+class RunGroup:
+    """The W&B runs of one demo or job: their group name, directory, mode and project (each stage one run).
+
+    Example:
+        >>> RunGroup("demo-1", Path("/tmp/demo/wandb"), mode="disabled").tracker("ab").run is None
+        True
+    """
+
+    name: str
+    directory: Path
+    mode: WandbMode = "offline"
+    project: str = DEFAULT_PROJECT
+
+    def tracker(self, job_type: str, config: dict[str, Any] | None = None) -> Tracker:
+        return Tracker(True, resolve_mode(self.mode), self.directory, self.project, f"{self.name}-{job_type}", config or {},
+                       group=self.name, job_type=job_type)
 
 
-def log_evaluation(out: Path, table: pd.DataFrame, group: str) -> None:
+def log_evaluation(runs: RunGroup, table: pd.DataFrame, chart: Path | None = None) -> None:
     """The paper's table as a ``wandb.Table`` and its chart as an image (job type ``evaluate``)."""
-    run = _run(out / "wandb", group, "evaluate")
+    run = runs.tracker("evaluate")
     run.table("paper_table", table)
-    if (out / "paper_table.png").exists():
-        run.image("paper_table_chart", out / "paper_table.png")
+    if chart is not None and chart.exists():
+        run.image("paper_table_chart", chart)
     run.summary({"cells_tamor_ahead": int((table["lift_pct"] > 0).sum())})
     run.finish()
 
 
-def log_serving(serving: dict[str, Any], group: str, wandb_dir: Path) -> None:
+def log_serving(runs: RunGroup, serving: dict[str, Any]) -> None:
     """Latency of the sample requests (job type ``serve``)."""
-    run = _run(wandb_dir, group, "serve")
+    run = runs.tracker("serve")
     run.summary({k: serving[k] for k in ("requests", "candidates", "p50_ms", "p99_ms", "all_ok", "model_version")})
     run.finish()
 
 
-def log_gate(table: pd.DataFrame, decision: dict[str, Any], group: str, wandb_dir: Path) -> None:
+def log_gate(runs: RunGroup, table: pd.DataFrame, decision: dict[str, Any]) -> None:
     """The promotion gate's cell-by-cell table and its decision (job type ``gate``)."""
-    run = _run(wandb_dir, group, "gate")
+    run = runs.tracker("gate")
     run.table("gate", table)
     run.summary({"promote": decision["promote"], "reason": decision["reason"], "new": decision["new"],
                  "current": decision["current"] or "", "cells_worse": len(decision["cells_worse"])})
     run.finish()
 
 
-def log_ab(daily: pd.DataFrame, result: dict[str, Any], group: str, wandb_dir: Path) -> None:
+def log_ab(runs: RunGroup, daily: pd.DataFrame, result: dict[str, Any]) -> None:
     """New high-holding users per day per arm as series, and the lift with its interval (job type ``ab``)."""
-    run = _run(wandb_dir, group, "ab")
+    run = runs.tracker("ab")
     for day, rows in daily.groupby("day"):
         run.log({f"new_high_holding/{r.arm}": int(r.new_high_holding) for r in rows.itertuples()}
                 | {f"visitors/{r.arm}": int(r.visitors) for r in rows.itertuples()}, step=int(day))
     run.table("ab_daily", daily)
     run.summary({"lift": result["lift"], "ci95_low": result["ci95"][0], "ci95_high": result["ci95"][1]})
     run.finish()
-
-
-def read_offline_history(directory: str | Path) -> list[dict[str, Any]]:
-    """The ``history`` rows (one per ``log`` call) of every offline W&B run under ``directory``.
-
-    Reads the run's ``.wandb`` file (a LevelDB-style record log of W&B's protobuf records), so a
-    test or a person can check what a run logged without uploading it.
-    """
-    import json
-    import struct
-
-    from wandb.proto import wandb_internal_pb2
-
-    block, header = 32_768, 7
-    rows = []
-    for path in sorted(Path(directory).rglob("offline-run-*/*.wandb")):
-        raw, pos, buf, records = path.read_bytes(), header, b"", []
-        while pos + header <= len(raw):
-            if block - pos % block < header:  # block trailer too short for a header: padding
-                pos += block - pos % block
-                continue
-            _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + header])
-            pos += header
-            if kind == 0 and length == 0:
-                break
-            buf += raw[pos : pos + length]
-            pos += length
-            if kind in (1, 4):  # a full record, or the last fragment of one
-                records.append(buf)
-                buf = b""
-        for data in records:
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(data)
-            if record.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
-    return rows

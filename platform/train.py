@@ -299,7 +299,6 @@ def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None,
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     wandb_mode = resolve_mode(cfg.wandb)
     cfg = cfg.model_copy(update={"wandb": wandb_mode, "data_dir": str(Path(cfg.data_dir).resolve())})
-    env = {"WANDB_MODE": wandb_mode, "WANDB_DIR": str(run_dir / "wandb"), "WANDB_SILENT": "true"}
     return TorchTrainer(
         loop or train_loop_per_worker,
         train_loop_config={**cfg.model_dump(), "run_dir": str(run_dir)},
@@ -312,7 +311,6 @@ def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None,
                 num_to_keep=cfg.keep, checkpoint_score_attribute=cfg.metric, checkpoint_score_order=cfg.mode
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-            worker_runtime_env={"env_vars": env},
             callbacks=callbacks,
         ),
         # blocks in a seeded random order (a time-split log is written in date order), rows mixed per epoch

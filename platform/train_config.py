@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tamor.models.config import ModelConfig
-from tamor.platform.tracking import WandbMode
+from tamor.platform.tracking import DEFAULT_PROJECT, WandbMode
 
 DEFAULT_DATA = "runs/synthetic/data"  # where `tamor generate` + `tamor preprocess` write the synthetic world
 
@@ -63,7 +63,7 @@ class TrainConfig(BaseModel):
     max_failures: int = Field(2, ge=0, description="worker failures recovered from the latest checkpoint")
     seed: int = 0
     wandb: WandbMode = "offline"
-    wandb_project: str = "tamor"
+    wandb_project: str = DEFAULT_PROJECT
     wandb_group: str | None = Field(None, description="W&B group shared by the runs of one demo or job (default: the run name)")
     objective: dict[str, dict[str, float]] | None = Field(
         None,

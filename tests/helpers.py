@@ -146,3 +146,39 @@ class Traffic:
         from collections import Counter
 
         return dict(Counter(a[2] for a in self.answers if phase is None or a[1] == phase))
+
+
+def read_offline_history(directory: str | Path) -> list[dict]:
+    """The ``history`` rows (one per ``log`` call) of every offline W&B run under ``directory``.
+
+    Reads the run's ``.wandb`` file (a LevelDB-style record log of W&B's protobuf records), so a
+    test or a person can check what a run logged without uploading it.
+    """
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    block, header = 32_768, 7
+    rows = []
+    for path in sorted(Path(directory).rglob("offline-run-*/*.wandb")):
+        raw, pos, buf, records = path.read_bytes(), header, b"", []
+        while pos + header <= len(raw):
+            if block - pos % block < header:  # block trailer too short for a header: padding
+                pos += block - pos % block
+                continue
+            _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + header])
+            pos += header
+            if kind == 0 and length == 0:
+                break
+            buf += raw[pos : pos + length]
+            pos += length
+            if kind in (1, 4):  # a full record, or the last fragment of one
+                records.append(buf)
+                buf = b""
+        for data in records:
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(data)
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+    return rows

@@ -11,7 +11,6 @@ the best trial's best checkpoint is exported to the model registry.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -142,10 +141,9 @@ def build_tuner(cfg: SweepConfig, name: str, loop: Callable[[dict], None] | None
         "train_storage": str(storage / name / "trainer_runs"),
         **({"loop": loop} if loop else {}),
     }
-    if cfg.verbose == 0:  # Tune's newer console output prints its header whatever the verbosity; the classic one is silent
+    if cfg.verbose == 0:
         import optuna
 
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=cfg.max_concurrent)
     scheduler = ASHAScheduler(
@@ -159,10 +157,9 @@ def build_tuner(cfg: SweepConfig, name: str, loop: Callable[[dict], None] | None
     if mode != "disabled":
         from ray.air.integrations.wandb import WandbLoggerCallback
 
-        os.environ["WANDB_MODE"] = mode
         (storage / name / "wandb").mkdir(parents=True, exist_ok=True)
         callbacks.append(
-            WandbLoggerCallback(project="tamor", group=cfg.wandb_group or name, job_type="sweep", mode=mode,
+            WandbLoggerCallback(project=cfg.train.wandb_project, group=cfg.wandb_group or name, job_type="sweep", mode=mode,
                                 dir=str(storage / name / "wandb"), excludes=["base", "tasks", "train_storage", "loop"], log_config=True)
         )
     return tune.Tuner(

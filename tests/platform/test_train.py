@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import TINY, FailOnce
+from helpers import TINY, FailOnce, read_offline_history
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.platform.checkpoints import check_resumable, checkpoint_dirs
@@ -19,7 +19,6 @@ from tamor.platform.data_dir import DataDir
 from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
 from tamor.platform.run_files import RUN_FILE, TRAINING_STATE_FILE, read_epochs
 from tamor.platform.step import weight_average
-from tamor.platform.tracking import read_offline_history
 from tamor.platform.train import TrainConfig, build_trainer, claim_run, epoch_batches, hold_run, train
 
 
@@ -107,13 +106,14 @@ def test_wandb_offline_run_holds_the_logged_metrics(ddp_run):
 
 
 def test_evaluation_serving_and_ab_runs_share_the_demo_group(tmp_path):
-    from tamor.platform.tracking import log_ab, log_evaluation
+    from tamor.platform.tracking import RunGroup, log_ab, log_evaluation
 
     table = pd.DataFrame({"task": ["click"], "tier": ["new"], "auc_tamor": [0.7], "auc_mmoe": [0.6], "lift_pct": [16.7]})
-    log_evaluation(tmp_path, table, group="demo-x")
+    runs = RunGroup("demo-x", tmp_path / "wandb")
+    log_evaluation(runs, table)
     daily = pd.DataFrame({"day": [0, 0, 1, 1], "arm": ["tamor", "mmoe"] * 2, "visitors": [10, 11, 12, 9], "invests": [1, 1, 2, 0],
                           "new_high_holding": [3, 2, 4, 1]})
-    log_ab(daily, {"lift": 0.3, "ci95": [0.1, 0.5]}, group="demo-x", wandb_dir=tmp_path / "wandb")
+    log_ab(runs, daily, {"lift": 0.3, "ci95": [0.1, 0.5]})
     series = []
     for _ in range(60):  # W&B's service writes the run file asynchronously: under load it lands after finish()
         series = [row["new_high_holding/tamor"] for row in read_offline_history(tmp_path / "wandb") if "new_high_holding/tamor" in row]

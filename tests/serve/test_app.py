@@ -4,6 +4,9 @@ import threading
 import time
 
 import httpx
+import numpy as np
+import pandas as pd
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
@@ -13,9 +16,6 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-import numpy as np
-import pandas as pd
-import pytest
 
 from tamor.models.factory import load_model, save_model
 

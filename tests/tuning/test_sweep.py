@@ -7,12 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import TINY, FailOnce
+from helpers import TINY, FailOnce, read_offline_history
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.platform.objectives import TIER_TASK_WEIGHTS
 from tamor.platform.registry import Registry
-from tamor.platform.tracking import read_offline_history
 from tamor.platform.train import TrainConfig
 from tamor.tuning.sweep import Range, SweepConfig, check_fits, ended_by, objective_weights, search_space, sweep, trial_train_config
 
