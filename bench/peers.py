@@ -196,20 +196,22 @@ def run(data: DataDir, args) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
 
 
 def summarise(results: pd.DataFrame, models: list[str], predictions: dict[str, np.ndarray], spec: FeatureSpec,
-              test: dict[str, Tensor]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Mean ± std tables of AUC and log loss; wall time per fit; and tamor judged against every model (:func:`judge`)."""
-    cell = ["task", "slice", "group"]
+              test: dict[str, Tensor]) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.DataFrame]:
+    """Mean ± std tables of AUC, log loss and calibration error (ECE) by metric; wall time per fit; and tamor judged
+    against every model (:func:`judge`)."""
+    cell, metrics = ["task", "slice", "group"], ("auc", "logloss", "ece")
+    results = results if "ece" in results else results.assign(ece=np.nan)  # a run recorded before the ECE column
     stats = results.groupby([*cell, "model"], sort=False).agg(
-        auc=("auc", "mean"), auc_std=("auc", "std"), logloss=("logloss", "mean"), logloss_std=("logloss", "std"),
-        positives=("positives", "first")).reset_index()
-    stats["auc_text"] = [f"{m:.4f} ± {s:.4f}" if np.isfinite(m) else "–" for m, s in zip(stats["auc"], stats["auc_std"].fillna(0))]
-    stats["logloss_text"] = [f"{m:.4f} ± {s:.4f}" if np.isfinite(m) else "–" for m, s in zip(stats["logloss"], stats["logloss_std"].fillna(0))]
-    wide = {metric: stats.pivot_table(index=[*cell, "positives"], columns="model", values=f"{metric}_text", aggfunc="first", sort=False)[models]
-            for metric in ("auc", "logloss")}
+        positives=("positives", "first"), **{f"{m}{part}": (m, how) for m in metrics for part, how in (("", "mean"), ("_std", "std"))}
+    ).reset_index()
+    for m in metrics:
+        stats[f"{m}_text"] = [f"{a:.4f} ± {b:.4f}" if np.isfinite(a) else "–" for a, b in zip(stats[m], stats[f"{m}_std"].fillna(0))]
+    wide = {m: stats.pivot_table(index=[*cell, "positives"], columns="model", values=f"{m}_text", aggfunc="first", sort=False)[models]
+            .reset_index() for m in metrics}
     times = results.groupby("model", sort=False).agg(seconds=("seconds", "mean"), epochs=("epochs", "mean")).loc[models]
     auc = stats.pivot_table(index=[*cell, "positives"], columns="model", values="auc", sort=False)
     judged = judge(auc, predictions, spec, test) if "tamor" in auc else pd.DataFrame()
-    return wide["auc"].reset_index(), wide["logloss"].reset_index(), judged, times
+    return wide, judged, times
 
 
 def judge(auc: pd.DataFrame, predictions: dict[str, np.ndarray], spec: FeatureSpec, test: dict[str, Tensor]) -> pd.DataFrame:
@@ -308,10 +310,11 @@ def prepared(args: argparse.Namespace) -> Path:
 def report(args: argparse.Namespace, results: pd.DataFrame, predictions: dict[str, np.ndarray], spec: FeatureSpec,
            test: dict[str, Tensor]) -> list[str]:
     """``peers.md`` / ``peers.csv`` / ``draws.csv`` under ``--out``; returns the Markdown's parts."""
-    auc, logloss, judged, times = summarise(results, args.models, predictions, spec, test)
-    auc.to_csv(args.out / "peers.csv", index=False)
-    text = [f"# Peer benchmark: {spec.dataset}, {args.seeds} seeds (test AUC, mean ± std)\n", auc.to_markdown(index=False),
-            "\n## Test log loss (mean ± std)\n", logloss.to_markdown(index=False),
+    tables, judged, times = summarise(results, args.models, predictions, spec, test)
+    tables["auc"].to_csv(args.out / "peers.csv", index=False)
+    text = [f"# Peer benchmark: {spec.dataset}, {args.seeds} seeds (test AUC, mean ± std)\n", tables["auc"].to_markdown(index=False),
+            "\n## Test log loss (mean ± std)\n", tables["logloss"].to_markdown(index=False),
+            "\n## Expected calibration error (10 equal-mass bins; mean ± std; 0 is calibrated)\n", tables["ece"].to_markdown(index=False),
             "\n## Wall time per fit\n", times.round(1).to_markdown(),
             f"\n## tamor against every model, cells with ≥ {JUDGED_POSITIVES} test positives\n",
             "AUC difference (tamor − other, means over seeds) with its 95% paired bootstrap interval (1,000 resamples of the "

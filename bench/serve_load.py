@@ -113,7 +113,7 @@ async def load(url: str, bodies: list[dict], concurrency: int) -> dict:
     return {"p50": np.percentile(latencies, 50), "p99": np.percentile(latencies, 99), "rps": len(bodies) / wall, "errors": errors}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help="preprocessed data (default: a small synthetic world made here)")
     p.add_argument("--requests", type=int, default=200)
@@ -122,55 +122,59 @@ def main() -> None:
     p.add_argument("--batch-wait-s", type=float, default=None, help="the Ranker's @serve.batch wait (default: AppArgs')")
     p.add_argument("--max-batch", type=int, default=None, help="the Ranker's @serve.batch size (default: AppArgs')")
     p.add_argument("--device", default="cpu", help="the Ranker's device (cuda: one GPU for its replica)")
-    args = p.parse_args()
+    return p.parse_args()
 
+
+def prepared(args: argparse.Namespace, root: Path):
+    """The data (made here unless given), a model of the default config and a registry holding it."""
     from tamor.models.config import ModelConfig
     from tamor.models.factory import build_model, save_model
-    from tamor.models.feature_spec import FeatureSpec
-    from tamor.models.inputs import batch_from_columns
     from tamor.platform.data_dir import DataDir
     from tamor.platform.generate import generate
     from tamor.platform.preprocess import preprocess
-    from tamor.platform.ray_env import init_ray
     from tamor.platform.registry import Registry
     from tamor.platform.schema import load_schema
     from tamor.platform.world import WorldConfig
-    from tamor.serve.app import AppArgs, build_app
 
-    init_ray()
-    root = Path(tempfile.mkdtemp(prefix="tamor-serve-bench-"))
     data = Path(args.data) if args.data else root / "data"
     if not args.data:
         generate(WorldConfig(rows=60_000, seed=0), root / "world")
         preprocess(str(root / "world" / "logs"), load_schema("synthetic"), data)
-    spec = FeatureSpec.load(data)
-    model = build_model(ModelConfig(), spec, DataDir(data).encoder()).eval()  # latency does not depend on the weights
+    model = build_model(ModelConfig(), DataDir(data).spec(), DataDir(data).encoder()).eval()  # latency does not depend on the weights
     save_model(model, root / "model.pt")
     Registry(root / "registry").export(root / "model.pt", {"m": 0.0}, metric="m")
+    return data, model
 
-    port = free_port()
+
+def start_apps(args: argparse.Namespace, data: Path, root: Path, port: int):
+    """The composed graph at ``/`` and the trivial one at ``/trivial``, on one Serve instance; the graph's args."""
+    from tamor.serve.app import AppArgs, build_app
+
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     batching = {k: v for k, v in (("batch_wait_timeout_s", args.batch_wait_s), ("max_batch_size", args.max_batch)) if v is not None}
     gpu = {"device": "cuda", "ranker_gpus": 1.0} if args.device == "cuda" else {}
     app_args = AppArgs(data_dir=str(data), registry=str(root / "registry"), **batching, **gpu)
     serve.run(build_app(app_args.model_dump()), name="tamor", route_prefix="/")
     serve.run(TrivialIngress.bind(Echo.bind(), Echo.bind()), name="trivial", route_prefix="/trivial")
+    return app_args
 
-    # The Ranker alone (before any HTTP load): dynamic batching through a handle with up to
-    # `in_flight` concurrent calls, against the bare model in this process on one thread (as the
-    # replica's 0.5 CPU gets OMP_NUM_THREADS=1).
+
+def ranker_alone(model, data: Path, candidates: int, n_calls: int = 256) -> None:
+    """Dynamic batching through a handle with up to ``in_flight`` concurrent calls, against the bare model in this
+    process on one thread (as the replica's 0.5 CPU gets OMP_NUM_THREADS=1)."""
     import torch
 
+    from tamor.models.inputs import batch_from_columns
+
     ranker = serve.get_deployment_handle("Ranker", app_name="tamor")
-    frame = pd.read_parquet(data / "test").head(args.candidates)
+    frame = pd.read_parquet(data / "test").head(candidates)
     cols = {c: frame[c].to_numpy() for c in frame.columns if c.startswith("f_") or c in ("tier", "scenario")}
-    n_calls = 256
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     start = time.perf_counter()
     for _ in range(n_calls):
-        model.predict_proba(batch_from_columns(spec, cols))
-    direct = n_calls * args.candidates / (time.perf_counter() - start)
+        model.predict_proba(batch_from_columns(model.spec, cols))
+    direct = n_calls * candidates / (time.perf_counter() - start)
     torch.set_num_threads(threads)
 
     async def via_handle(in_flight: int) -> float:
@@ -183,18 +187,19 @@ def main() -> None:
         await ranker.rank.remote({"columns": cols})
         start = time.perf_counter()
         await asyncio.gather(*[call() for _ in range(n_calls)])
-        return n_calls * args.candidates / (time.perf_counter() - start)
+        return n_calls * candidates / (time.perf_counter() - start)
 
-    print(f"\nRanker: {args.candidates} candidates per call; the bare model (1 thread): {direct:,.0f} candidates/s")
+    print(f"\nRanker: {candidates} candidates per call; the bare model (1 thread): {direct:,.0f} candidates/s")
     for in_flight in (1, 32, 128):
         rate = asyncio.run(via_handle(in_flight))
         print(f"  through a handle, {in_flight:>3} calls in flight: {rate:>9,.0f} candidates/s ({rate / direct:.2f}x)")
 
-    # What the hops cost (the profile's transport half): HTTP + proxy + Ingress alone (GET /healthz), and
-    # with two sequential handle round trips added (GET /version asks the Ranker and the FeatureLookup).
+
+def hop_costs(port: int, n: int = 100) -> None:
+    """HTTP + proxy + Ingress alone (GET /healthz), and with two sequential handle round trips (GET /version)."""
     import httpx
 
-    def p50_of(path: str, n: int = 100) -> float:
+    def p50_of(path: str) -> float:
         with httpx.Client() as client:
             times = []
             for _ in range(n):
@@ -207,25 +212,27 @@ def main() -> None:
     print(f"\nhops, p50: HTTP + proxy + Ingress {health:.1f} ms; + two handle round trips {version:.1f} ms "
           f"({(version - health) / 2:.1f} ms each)")
 
-    rng = np.random.default_rng(0)
-    users = pd.read_parquet(data / "online" / "users")["user_id"].to_numpy()
-    items = pd.read_parquet(data / "online" / "items")["item_id"].to_numpy()
-    bodies = [
-        {"user_id": str(rng.choice(users)), "item_ids": rng.choice(items, min(args.candidates, len(items)), replace=False).tolist(), "top_n": 10}
-        for _ in range(args.requests)
-    ]
+
+def start_bare(data: Path, model_file: Path, body: dict):
+    """The same functions in one process without Serve (the floor), started and answering; its process and port."""
     import multiprocessing
 
-    bare_port = free_port()
-    bare = multiprocessing.get_context("spawn").Process(target=run_bare_app, args=(str(data), str(root / "model.pt"), bare_port), daemon=True)
+    import httpx
+
+    port = free_port()
+    bare = multiprocessing.get_context("spawn").Process(target=run_bare_app, args=(str(data), str(model_file), port), daemon=True)
     bare.start()
     for _ in range(300):
         try:
-            httpx.post(f"http://127.0.0.1:{bare_port}/recommend", json=bodies[0], timeout=5)
+            httpx.post(f"http://127.0.0.1:{port}/recommend", json=body, timeout=5)
             break
         except httpx.HTTPError:
             time.sleep(0.1)
+    return bare, port
 
+
+def load_table(args: argparse.Namespace, app_args, data: Path, port: int, bare_port: int, bodies: list[dict]) -> None:
+    """Per concurrency: the graph, the trivial graph and the one-process floor side by side."""
     print(f"\n{args.requests} requests per level, {args.candidates} candidates each, loopback HTTP; Ranker batching "
           f"{app_args.max_batch_size} / {1000 * app_args.batch_wait_timeout_s:g} ms")
     print(f"{'concurrency':>11} | {'tamor p50':>10} {'p99':>8} {'req/s':>7} | {'trivial p50':>11} {'p99':>8} {'req/s':>7} | "
@@ -239,6 +246,27 @@ def main() -> None:
               f"{base['p99']:>6.1f}ms {base['rps']:>7.1f} | {ours['p50'] / base['p50']:>8.2f}x | {floor['p50']:>13.1f}ms "
               f"{floor['p99']:>6.1f}ms {floor['rps']:>7.1f}" + (f"  errors: {errors}" if any(errors) else ""))
 
+
+def main() -> None:
+    from tamor.platform.ray_env import init_ray
+
+    args = parse_args()
+    init_ray()
+    root = Path(tempfile.mkdtemp(prefix="tamor-serve-bench-"))
+    data, model = prepared(args, root)
+    port = free_port()
+    app_args = start_apps(args, data, root, port)
+    ranker_alone(model, data, args.candidates)
+    hop_costs(port)
+    rng = np.random.default_rng(0)
+    users = pd.read_parquet(data / "online" / "users")["user_id"].to_numpy()
+    items = pd.read_parquet(data / "online" / "items")["item_id"].to_numpy()
+    bodies = [
+        {"user_id": str(rng.choice(users)), "item_ids": rng.choice(items, min(args.candidates, len(items)), replace=False).tolist(), "top_n": 10}
+        for _ in range(args.requests)
+    ]
+    bare, bare_port = start_bare(data, root / "model.pt", bodies[0])
+    load_table(args, app_args, data, port, bare_port, bodies)
     bare.terminate()
     serve.shutdown()
 

@@ -158,7 +158,7 @@ def train(
             metrics = evaluate_checkpoint(summary["best_checkpoint"], cfg.data_dir)
             metrics.to_csv(Path(summary["run_dir"]) / "test_metrics.csv", index=False)
             s["figure"] = f"mean test AUC {metrics[metrics['slice'] == 'overall']['auc'].mean():.4f}"
-        print_frame("test AUC per task and tier", metrics[metrics["slice"] != "scenario"][["task", "slice", "group", "n", "auc", "logloss"]])
+        print_frame("test AUC per task and tier", metrics[metrics["slice"] != "scenario"][["task", "slice", "group", "n", "auc", "logloss", "ece"]])
 
 
 @app.command()
@@ -181,7 +181,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_checkpoint(checkpoint, data, split.value)
     metrics.to_csv(out / f"{name}_{split.value}_metrics.csv", index=False)
-    print_frame(f"{name}: {split.value} metrics", metrics[["task", "slice", "group", "n", "positives", "auc", "logloss", "note"]])
+    print_frame(f"{name}: {split.value} metrics", metrics[["task", "slice", "group", "n", "positives", "auc", "logloss", "ece", "note"]])
     if baseline:
         base = evaluate_checkpoint(baseline, data, split.value)
         base.to_csv(out / f"{baseline_name}_{split.value}_metrics.csv", index=False)

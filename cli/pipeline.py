@@ -50,41 +50,55 @@ class PipelineConfig(BaseModel):
 
 def run_pipeline(cfg: PipelineConfig, console: Console) -> dict:
     """Run every stage; returns (and writes to ``<out>/pipeline.json``) what happened."""
-    import ray
-
-    from tamor.models.factory import MODEL_FILE
-    from tamor.platform.data_dir import DataDir
-    from tamor.platform.evaluate import evaluate_checkpoint, evaluate_on_test_rows
-    from tamor.platform.gate import compare
-    from tamor.platform.preprocess import preprocess
-    from tamor.platform.registry import Registry, RegistryError
+    from tamor.platform.registry import Registry
     from tamor.platform.schema import load_schema
-    from tamor.platform.tracking import RunGroup, log_gate
-    from tamor.platform.train import train
 
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     step = Steps(console, out)
     schema = load_schema(cfg.schema_name)
     record: dict = {"config": cfg.model_dump(mode="json", by_alias=True)}
-
-    data = Path(cfg.data_dir) if cfg.data_dir else out / "data"
-    if cfg.data_dir is None and not DataDir(data).exists():
-        source = cfg.source
-        if source is None:
-            from tamor.platform.generate import generate
-            from tamor.platform.world import WorldConfig
-
-            with step("generate a synthetic world (Ray Data)") as s:
-                world = WorldConfig(rows=cfg.rows, seed=cfg.train.seed, rows_per_block=max(50_000, cfg.rows // 4))
-                s["figure"] = f"{generate(world, out / 'synthetic'):,} impressions"
-            source = str(out / "synthetic" / "logs")
-        with step("preprocess (Ray Data)") as s:
-            report = preprocess(source, schema, data)
-            s["figure"] = f"{report.rows_in:,} rows, {report.rows_quarantined:,} quarantined"
-
+    data = prepare_data(cfg, schema, out, step)
     tc = cfg.train.model_copy(update={"data_dir": str(data), "storage_path": str(out / "train"),
                                       "name": cfg.train.name or "model", "wandb_group": cfg.train.wandb_group or out.name})
+    summary = train_stage(tc, console, step, record)
+    registry = Registry(cfg.registry)
+    new, version = export_stage(summary, tc, registry, data, out, step, record)
+    gate_stage(cfg, tc, registry, new, version, schema, data, out, step, record)
+    if cfg.deploy:
+        deploy_stage(cfg, registry, data, step, record)
+    (out / "pipeline.json").write_text(json.dumps(record, indent=2, default=str))
+    return record
+
+
+def prepare_data(cfg: PipelineConfig, schema, out: Path, step: Steps) -> Path:
+    """The preprocessed directory: the one given, one left by an earlier run, or the source (or a synthetic world) preprocessed."""
+    from tamor.platform.data_dir import DataDir
+    from tamor.platform.preprocess import preprocess
+
+    data = Path(cfg.data_dir) if cfg.data_dir else out / "data"
+    if cfg.data_dir is not None or DataDir(data).exists():
+        return data
+    source = cfg.source
+    if source is None:
+        from tamor.platform.generate import generate
+        from tamor.platform.world import WorldConfig
+
+        with step("generate a synthetic world (Ray Data)") as s:
+            world = WorldConfig(rows=cfg.rows, seed=cfg.train.seed, rows_per_block=max(50_000, cfg.rows // 4))
+            s["figure"] = f"{generate(world, out / 'synthetic'):,} impressions"
+        source = str(out / "synthetic" / "logs")
+    with step("preprocess (Ray Data)") as s:
+        report = preprocess(source, schema, data)
+        s["figure"] = f"{report.rows_in:,} rows, {report.rows_quarantined:,} quarantined"
+    return data
+
+
+def train_stage(tc, console: Console, step: Steps, record: dict) -> dict:
+    import ray
+
+    from tamor.platform.train import train
+
     nodes = sum(n["Alive"] for n in ray.nodes())
     if tc.placement_strategy == "STRICT_SPREAD" and nodes < tc.num_workers:  # one machine: it would wait forever
         console.print(f"[yellow]{nodes} node(s) for {tc.num_workers} workers: placement SPREAD instead of STRICT_SPREAD[/]")
@@ -96,8 +110,13 @@ def run_pipeline(cfg: PipelineConfig, console: Console) -> dict:
         record["train"]["worker_nodes"] = worker_nodes(Path(summary["run_dir"]))
         s["figure"] = (f"best {tc.metric} {summary['best_metrics'][tc.metric]:.4f}; workers on "
                        f"{len(set(record['train']['worker_nodes']))} node(s)")
+    return summary
 
-    registry = Registry(cfg.registry)
+
+def export_stage(summary: dict, tc, registry, data: Path, out: Path, step: Steps, record: dict):
+    from tamor.models.factory import MODEL_FILE
+    from tamor.platform.evaluate import evaluate_checkpoint
+
     with step("evaluate the new model on the test split and export it to the registry") as s:
         new = evaluate_checkpoint(summary["best_checkpoint"], data)
         new.to_csv(out / "test_metrics.csv", index=False)
@@ -105,6 +124,14 @@ def run_pipeline(cfg: PipelineConfig, console: Console) -> dict:
                                   mode=tc.mode, source={"kind": "pipeline", "run": summary["name"], "out": str(out)})
         record["exported"] = version.name
         s["figure"] = f"{version.name}, mean test AUC {new[new['slice'] == 'overall']['auc'].mean():.4f}"
+    return new, version
+
+
+def gate_stage(cfg: PipelineConfig, tc, registry, new, version, schema, data: Path, out: Path, step: Steps, record: dict) -> None:
+    from tamor.platform.evaluate import evaluate_on_test_rows
+    from tamor.platform.gate import compare
+    from tamor.platform.registry import RegistryError
+    from tamor.platform.tracking import RunGroup, log_gate
 
     with step(f"promotion gate against {cfg.gate.alias!r} (same test rows, task × tier)") as s:
         try:
@@ -123,15 +150,14 @@ def run_pipeline(cfg: PipelineConfig, console: Console) -> dict:
         log_gate(RunGroup(tc.wandb_group, out / "wandb", tc.wandb, tc.wandb_project), decision.table, record["gate"])
         s["figure"] = decision.reason
 
-    if cfg.deploy:
-        from tamor.serve.app import AppArgs, start
 
-        with step(f"deploy {cfg.gate.alias!r} to Ray Serve on port {cfg.port}") as s:
-            start(AppArgs(data_dir=str(data), registry=cfg.registry, ref=cfg.gate.alias, ranker_cpus=cfg.ranker_cpus), port=cfg.port)
-            record["served"] = registry.resolve(cfg.gate.alias).name
-            s["figure"] = f"serving {record['served']} at http://127.0.0.1:{cfg.port}/recommend"
-    (out / "pipeline.json").write_text(json.dumps(record, indent=2, default=str))
-    return record
+def deploy_stage(cfg: PipelineConfig, registry, data: Path, step: Steps, record: dict) -> None:
+    from tamor.serve.app import AppArgs, start
+
+    with step(f"deploy {cfg.gate.alias!r} to Ray Serve on port {cfg.port}") as s:
+        start(AppArgs(data_dir=str(data), registry=cfg.registry, ref=cfg.gate.alias, ranker_cpus=cfg.ranker_cpus), port=cfg.port)
+        record["served"] = registry.resolve(cfg.gate.alias).name
+        s["figure"] = f"serving {record['served']} at http://127.0.0.1:{cfg.port}/recommend"
 
 
 def worker_nodes(run_dir: Path) -> list[str]:

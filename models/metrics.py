@@ -1,4 +1,4 @@
-"""Evaluation metrics (scikit-learn): AUC and log loss per task, overall, per tier and per scenario,
+"""Evaluation metrics (scikit-learn): AUC, log loss and calibration error per task, overall, per tier and per scenario,
 the paper's table (AUC per task per user tier, model A vs model B, relative lift), a paired
 bootstrap of the AUC difference between two models on the same rows, and how often one model's mean over k
 seeds is at or above another's over every draw of the seeds.
@@ -19,9 +19,24 @@ MIN_CLASS_ROWS = 10  # a cell's AUC is computed with at least this many rows of 
 JUDGED_POSITIVES = 50  # a cell is judged (benchmark, promotion gate) with at least this many test positives
 
 
+CALIBRATION_BINS = 10  # equal-mass bins of the expected calibration error (rare positives crowd equal-width ones into one)
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Mean |predicted − observed rate| over ``bins`` equal-mass bins of ``p [N]``, weighted by rows; 0 is calibrated.
+
+    Example:
+        >>> y = np.array([0, 0, 1, 1]); round(expected_calibration_error(y, np.array([0.1, 0.1, 0.9, 0.9]), bins=2), 3)
+        0.1
+    """
+    order = np.argsort(p, kind="stable")
+    parts = np.array_split(order, min(bins, len(p)))
+    return float(sum(len(i) * abs(p[i].mean() - y[i].mean()) for i in parts if len(i)) / len(p))
+
+
 def _cell(y: np.ndarray, p: np.ndarray, min_positives: int) -> dict:
     pos = int(y.sum())
-    cell = {"n": len(y), "positives": pos, "auc": np.nan, "logloss": np.nan, "note": ""}
+    cell = {"n": len(y), "positives": pos, "auc": np.nan, "logloss": np.nan, "ece": np.nan, "note": ""}
     if len(y) == 0:
         cell["note"] = "no rows"
     elif pos == 0 or pos == len(y):
@@ -31,6 +46,7 @@ def _cell(y: np.ndarray, p: np.ndarray, min_positives: int) -> dict:
     else:
         cell["auc"] = roc_auc_score(y, p)
         cell["logloss"] = log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])
+        cell["ece"] = expected_calibration_error(y, p)
     return cell
 
 

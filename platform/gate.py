@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from tamor.models.metrics import JUDGED_POSITIVES
+
 
 class GateConfig(BaseModel):
     """When a new model may replace the current one (``alias``, default ``production``)."""
@@ -21,7 +23,7 @@ class GateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     alias: str = "production"
     tolerance: float = Field(0.002, ge=0, description="AUC a judged cell may lose")
-    min_positives: int = Field(50, ge=1, description="test positives a cell needs to be judged")
+    min_positives: int = Field(JUDGED_POSITIVES, ge=1, description="test positives a cell needs to be judged")
 
 
 @dataclass(frozen=True)

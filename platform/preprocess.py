@@ -289,6 +289,21 @@ def _remove(paths: list[Path]) -> None:
 
 
 def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> PreprocessReport:
+    """Read and check every row, quarantine the bad ones, then fit on train and write the splits and snapshots."""
+    rows_in = _read_and_check(source, schema, data)
+    rows_quarantined, reasons = _quarantine(schema, data, rows_in)
+    rows_out, online, cuts, encoder = _encode_and_write(schema, data, rows_in)
+    report = PreprocessReport(rows_in, rows_out, rows_quarantined, reasons)
+    if not report.conserved:  # pragma: no cover - a bug, never bad data
+        raise PreprocessError(f"row conservation broken: {report}")
+    data.stats_file.write_text(
+        json.dumps({**report.__dict__, "online": online, "cuts": list(cuts), "encoder": encoder.fingerprint}, indent=2, default=str)
+    )
+    return report
+
+
+def _read_and_check(source: str | list[str], schema: LogSchema, data: DataDir) -> int:
+    """Every source file read and each row checked into ``staging`` (a reason column, empty for good rows); rows read."""
     sources = [unzip(s, data.source_copy) for s in ([source] if isinstance(source, str) else source)]
     columns = check_columns(sources, schema)  # on the driver: a missing column is one line naming the file
     files = source_files(sources, schema.source.format)
@@ -306,7 +321,11 @@ def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> Pr
     if rows_in == 0:
         raise PreprocessError(f"no rows read from {source}")
     check_every_file_read(data, files)
+    return rows_in
 
+
+def _quarantine(schema: LogSchema, data: DataDir, rows_in: int) -> tuple[int, dict[str, int]]:
+    """The rejected rows to ``quarantine/``, counted by reason; refuse a run that rejects too many."""
     rejected = ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) != "")
     rows_quarantined = rejected.count()
     reasons: dict[str, int] = {}
@@ -329,7 +348,11 @@ def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> Pr
             + (" — timestamps must be Unix seconds (preprocess.future_horizon_days: null turns the check off)"
                if reasons.get("future_timestamp", 0) > rows_quarantined / 2 else "")
         )
+    return rows_quarantined, reasons
 
+
+def _encode_and_write(schema: LogSchema, data: DataDir, rows_in: int) -> tuple[dict[str, int], dict, tuple, Encoder]:
+    """Fit the encoder on train, write the encoded splits, the raw test rows, the online snapshots and the teacher."""
     good = ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) == "")
     cuts = _cut_points(good, schema)
     encoder = fit(good, schema, cuts)
@@ -339,18 +362,7 @@ def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> Pr
     )
     good.map_batches(_rows_of, fn_kwargs={"split": "test", "schema": schema, "cuts": cuts}, batch_format="pandas").drop_columns(
         [REASON]).write_parquet(str(data.raw_test))
-    rows_out = {}
-    for split in SPLITS:
-        part = data.encoded_staging / f"split={split}"
-        if part.exists():
-            part.rename(data.split(split))
-        else:
-            data.split(split).mkdir()
-        rows_out[split] = ray.data.read_parquet(str(data.split(split))).count() if any(data.split(split).iterdir()) else 0
-    shutil.rmtree(data.encoded_staging)
-    if rows_out["train"] == 0:
-        raise PreprocessError("the train split is empty: check the split fractions and the timestamps")
-
+    rows_out = _move_splits(data)
     if schema.preprocess.numeric_bin_edges == "tree":  # edges shape the model's input layer, not the encoded columns
         numeric = fit_tree_bins(ray.data.read_parquet(str(data.split("train"))), rows_out["train"], spec, schema.preprocess.numeric_bins)
         encoder = encoder.model_copy(update={"numeric": numeric})
@@ -363,14 +375,23 @@ def _preprocess(source: str | list[str], schema: LogSchema, data: DataDir) -> Pr
         write_teacher(data, spec, rows_out["train"])
     shutil.rmtree(data.staging)
     shutil.rmtree(data.source_copy, ignore_errors=True)
+    return rows_out, online, cuts, encoder
 
-    report = PreprocessReport(rows_in, rows_out, rows_quarantined, reasons)
-    if not report.conserved:  # pragma: no cover - a bug, never bad data
-        raise PreprocessError(f"row conservation broken: {report}")
-    data.stats_file.write_text(
-        json.dumps({**report.__dict__, "online": online, "cuts": list(cuts), "encoder": encoder.fingerprint}, indent=2, default=str)
-    )
-    return report
+
+def _move_splits(data: DataDir) -> dict[str, int]:
+    """The encoded staging's ``split=`` partitions become the split directories; rows per split."""
+    rows_out = {}
+    for split in SPLITS:
+        part = data.encoded_staging / f"split={split}"
+        if part.exists():
+            part.rename(data.split(split))
+        else:
+            data.split(split).mkdir()
+        rows_out[split] = ray.data.read_parquet(str(data.split(split))).count() if any(data.split(split).iterdir()) else 0
+    shutil.rmtree(data.encoded_staging)
+    if rows_out["train"] == 0:
+        raise PreprocessError("the train split is empty: check the split fractions and the timestamps")
+    return rows_out
 
 
 def _block_quantiles(values: dict[str, np.ndarray], points: int) -> pd.DataFrame:

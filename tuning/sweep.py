@@ -11,6 +11,7 @@ the best trial's best checkpoint is exported to the model registry.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -157,6 +158,8 @@ def build_tuner(cfg: SweepConfig, name: str, loop: Callable[[dict], None] | None
     if mode != "disabled":
         from ray.air.integrations.wandb import WandbLoggerCallback
 
+        # Ray's callback reads the mode from the environment only: without it, it asks for an API key even offline
+        os.environ["WANDB_MODE"] = mode
         (storage / name / "wandb").mkdir(parents=True, exist_ok=True)
         callbacks.append(
             WandbLoggerCallback(project=cfg.train.wandb_project, group=cfg.wandb_group or name, job_type="sweep", mode=mode,
