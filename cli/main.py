@@ -265,7 +265,6 @@ def pipeline(
     registry: Optional[str] = typer.Option(None, help="Model registry, a path or URI [runs/registry]."),
     epochs: Optional[int] = typer.Option(None, min=1),
     num_workers: Optional[int] = typer.Option(None, min=1, help="Training workers [2], each on its own node by default."),
-    tolerance: Optional[float] = typer.Option(None, min=0, help="AUC a judged task × tier cell may lose [0.002]."),
     deploy: Optional[bool] = typer.Option(None, "--deploy/--no-deploy", help="Deploy the production model to Serve [deploy]."),
     port: Optional[int] = typer.Option(None, help="Serve's HTTP port [8000]."),
     set_: Optional[list[str]] = SetOpt,
@@ -275,7 +274,7 @@ def pipeline(
     from tamor.cli.pipeline import PipelineConfig, run_pipeline
 
     overrides = {"source": source, "schema": schema, "rows": rows, "data_dir": data, "out": out, "registry": registry,
-                 "train.epochs": epochs, "train.num_workers": num_workers, "gate.tolerance": tolerance, "deploy": deploy, "port": port}
+                 "train.epochs": epochs, "train.num_workers": num_workers, "deploy": deploy, "port": port}
     cfg = load_config(PipelineConfig, config, overrides, set_, "pipeline config")
     if cfg.data_dir:
         require_data(cfg.data_dir)

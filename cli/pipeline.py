@@ -63,8 +63,8 @@ def run_pipeline(cfg: PipelineConfig, console: Console) -> dict:
                                       "name": cfg.train.name or "model", "wandb_group": cfg.train.wandb_group or out.name})
     summary = train_stage(tc, console, step, record)
     registry = Registry(cfg.registry)
-    new, version = export_stage(summary, tc, registry, data, out, step, record)
-    gate_stage(cfg, tc, registry, new, version, schema, data, out, step, record)
+    version = export_stage(summary, tc, registry, data, out, step, record)
+    gate_stage(cfg, tc, registry, summary, version, schema, data, out, step, record)
     if cfg.deploy:
         deploy_stage(cfg, registry, data, step, record)
     (out / "pipeline.json").write_text(json.dumps(record, indent=2, default=str))
@@ -124,24 +124,25 @@ def export_stage(summary: dict, tc, registry, data: Path, out: Path, step: Steps
                                   mode=tc.mode, source={"kind": "pipeline", "run": summary["name"], "out": str(out)})
         record["exported"] = version.name
         s["figure"] = f"{version.name}, mean test AUC {new[new['slice'] == 'overall']['auc'].mean():.4f}"
-    return new, version
+    return version
 
 
-def gate_stage(cfg: PipelineConfig, tc, registry, new, version, schema, data: Path, out: Path, step: Steps, record: dict) -> None:
-    from tamor.platform.evaluate import evaluate_on_test_rows
+def gate_stage(cfg: PipelineConfig, tc, registry, summary: dict, version, schema, data: Path, out: Path, step: Steps,
+               record: dict) -> None:
+    from tamor.models.factory import MODEL_FILE
+    from tamor.platform.evaluate import paired_test_predictions
     from tamor.platform.gate import compare
     from tamor.platform.registry import RegistryError
     from tamor.platform.tracking import RunGroup, log_gate
 
-    with step(f"promotion gate against {cfg.gate.alias!r} (same test rows, task × tier)") as s:
+    with step(f"promotion gate against {cfg.gate.alias!r} (same test rows, task × tier, paired 95% intervals)") as s:
         try:
             current = registry.resolve(cfg.gate.alias)
         except RegistryError:
             current = None
-        current_metrics = None
-        if current is not None:
-            current_metrics = evaluate_on_test_rows(registry.local_model_file(current.name), data, schema)
-        decision = compare(new, current_metrics, cfg.gate)
+        paired = paired_test_predictions(Path(summary["best_checkpoint"]) / MODEL_FILE,
+                                         registry.local_model_file(current.name) if current else None, data, schema)
+        decision = compare(paired, cfg.gate)
         decision.table.to_csv(out / "gate.csv", index=False)
         if decision.promote:
             registry.promote(version.name, cfg.gate.alias)

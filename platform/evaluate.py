@@ -16,9 +16,10 @@ import torch
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.models.feature_spec import FeatureSpec
-from tamor.models.inputs import batch_columns
+from tamor.models.inputs import batch_columns, batch_from_columns
 from tamor.models.metrics import evaluate_predictions, paper_table
 from tamor.platform.data_dir import DataDir
+from tamor.platform.gate import Paired
 from tamor.platform.plots import save, subplots
 from tamor.platform.preprocess import encode_batch
 from tamor.platform.schema import LogSchema
@@ -41,24 +42,42 @@ def evaluate_model(model: torch.nn.Module, rows: ray.data.Dataset, spec: Feature
     return evaluate_predictions(spec, preds["probs"], preds["labels"], preds["label_mask"], preds["tier"], preds["scenario"])
 
 
-def evaluate_on_test_rows(checkpoint: str | Path, data_dir: str | Path, schema: LogSchema, batch_size: int = 8192) -> pd.DataFrame:
-    """Test metrics of a model that may encode features its own way (an earlier model, fitted on other
-    logs): the test split's raw rows are encoded by the model's own encoder, as serving would, so two
-    models are compared on exactly the same rows whatever their vocabularies."""
-    model = load_model(checkpoint)
+def paired_test_predictions(new_file: str | Path, current_file: str | Path | None, data_dir: str | Path,
+                            schema: LogSchema, batch_size: int = 8192) -> Paired:
+    """Both models' probabilities on the same test rows, for the promotion gate: the raw test rows stream through
+    Ray Data once, each batch encoded by each model's own encoder (as serving would; an earlier model may have
+    been fitted on other logs) and scored by both, so every row is paired whatever the vocabularies."""
     data = DataDir(data_dir)
-    if model.encoder is None or model.encoder.fingerprint == data.encoder().fingerprint:
-        return evaluate_checkpoint(checkpoint, data_dir, "test", batch_size)
-    if model.tasks != data.spec().task_names or model.spec.tiers != data.spec().tiers:
-        raise TamorError(f"the model's tasks {model.tasks} and tiers {model.spec.tiers} are not the data's: not comparable")
+    models = {"new": load_model(new_file), **({"current": load_model(current_file)} if current_file else {})}
+    new = models["new"]
+    for name, model in models.items():
+        if model.encoder is None or model.tasks != new.tasks or model.spec.tiers != new.spec.tiers:
+            raise TamorError(f"the {name} model carries no encoder, or its tasks {model.tasks} and tiers {model.spec.tiers} are "
+                             f"not the new model's: not comparable")
     if not data.raw_test.exists():
-        raise TamorError(f"{data.root} keeps no raw test rows (preprocessed by an older tamor): preprocess the logs again "
-                         "to compare a model of another encoder on them")
+        raise TamorError(f"{data.root} keeps no raw test rows (preprocessed by an older tamor): preprocess the logs again")
     cuts = tuple(json.loads(data.stats_file.read_text())["cuts"])
-    rows = ray.data.read_parquet(str(data.raw_test)).map_batches(
-        encode_batch, fn_kwargs={"schema": schema, "encoder": model.encoder, "cuts": cuts}, batch_format="pandas"
-    ).select_columns(batch_columns(model.spec))
-    return evaluate_model(model, rows, model.spec, batch_size)
+    scored = ray.data.read_parquet(str(data.raw_test)).map_batches(
+        _score_both, fn_kwargs={"schema": schema, "cuts": cuts, "models": models}, batch_format="pandas", batch_size=batch_size)
+    parts = list(scored.iter_batches(batch_format="numpy", batch_size=None))
+    if not parts:
+        raise TamorError(f"{data.raw_test} holds no test rows to judge the new model by")
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return Paired(new.tasks, new.spec.tiers, joined["labels"], joined["label_mask"], joined["tier"], joined["probs_new"],
+                  joined.get("probs_current"))
+
+
+def _score_both(batch: pd.DataFrame, schema: LogSchema, cuts: tuple[float, float], models: dict) -> dict[str, np.ndarray]:
+    """Raw rows ``[B]`` → ``probs_<name> [B, T]`` per model, and the labels, masks ``[B, T]`` and tier ``[B]``."""
+    out: dict[str, np.ndarray] = {}
+    for name, model in models.items():
+        cols = encode_batch(batch, schema, model.encoder, cuts)
+        inputs = batch_from_columns(model.spec, {c: cols[c].to_numpy() for c in batch_columns(model.spec)})
+        with torch.no_grad():
+            out[f"probs_{name}"] = model.eval().predict_proba(inputs).numpy()
+        if name == "new":
+            out.update(labels=inputs["labels"].numpy(), label_mask=inputs["label_mask"].numpy(), tier=inputs["tier"].numpy())
+    return out
 
 
 def plot_table(table: pd.DataFrame, name_a: str, name_b: str, path: Path) -> None:

@@ -28,7 +28,7 @@ def test_every_command_has_help(command):
         (["tune", "--data", "/nonexistent"], "no preprocessed data"),
         (["evaluate", "--checkpoint", "/nonexistent"], "no checkpoint"),
         (["report", "/nonexistent"], "no run directory"),
-        (["pipeline", "--set", "gate.tolerance=-1"], "invalid pipeline config: gate.tolerance"),
+        (["pipeline", "--set", "gate.min_positives=0"], "invalid pipeline config: gate.min_positives"),
         (["pipeline", "--set", "train.placement_strategy=ANYWHERE"], "invalid pipeline config: train.placement_strategy"),
         (["pipeline", "--data", "/nonexistent"], "no preprocessed data"),
         (["registry", "show", "v0042", "--registry", "{tmp}"], "no versions"),

@@ -43,7 +43,7 @@ def test_the_gate_promotes_a_first_model_and_refuses_a_worse_one(synthetic_data,
     assert worse["exported"] == "v0002" and not gate["promote"] and gate["cells_worse"]
     assert gate["current"] == "v0001" and Registry(registry).resolve("production").name == "v0001"
     table = pd.read_csv(tmp_path / "day2" / "gate.csv")
-    assert table["judged"].any() and table.loc[table["worse"], "delta"].max() < -0.002
+    assert table["judged"].any() and (table.loc[table["worse"], "high"] < 0).all()  # behind beyond each interval
     assert json.loads((tmp_path / "day2" / "pipeline.json").read_text())["gate"]["reason"].startswith("refused")
     logged = ""
     for _ in range(60):  # W&B's service writes the offline run file asynchronously
