@@ -269,6 +269,8 @@ def parse_args() -> argparse.Namespace:
     src.add_argument("--data", type=Path, help="a directory written by `tamor preprocess`")
     src.add_argument("--source", help="raw logs to preprocess first (with --schema)")
     src.add_argument("--synthetic", type=int, metavar="ROWS", help="generate and preprocess a synthetic world of this many rows")
+    ap.add_argument("--heterogeneity", type=float, default=1.0,
+                    help="the --synthetic world's tier_heterogeneity: 0 one shared tier response, 1 the world's own, 2 twice its deviations")
     ap.add_argument("--schema", default="synthetic")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--models", nargs="+", default=TAMOR_MODELS + PEERS, help="models, peers and variants name:key=value,...")
@@ -301,7 +303,7 @@ def prepared(args: argparse.Namespace) -> Path:
         from tamor.platform.generate import generate
         from tamor.platform.world import WorldConfig
 
-        generate(WorldConfig(rows=args.synthetic, seed=0), work / "synthetic")
+        generate(WorldConfig(rows=args.synthetic, seed=0, tier_heterogeneity=args.heterogeneity), work / "synthetic")
         source, args.schema = str(work / "synthetic" / "logs"), "synthetic"
     preprocess(source, load_schema(args.schema), work / "data")
     return work / "data"

@@ -58,6 +58,9 @@ class WorldConfig:
     seed: int = 0
     start_ts: int = 1_767_225_600  # 2026-01-01T00:00:00Z
     rows_per_block: int = 100_000
+    # How differently the tiers respond to the scenarios: 0 = one shared tier × scenario response (the tiers differ
+    # in base rates only), 1 = the world's own effects, 2 = twice their tier-specific deviations.
+    tier_heterogeneity: float = 1.0
 
     @property
     def users(self) -> int:
@@ -147,6 +150,23 @@ def make_items(cfg: WorldConfig) -> pd.DataFrame:
     )
 
 
+def heterogeneous(effects: np.ndarray, h: float) -> np.ndarray:
+    """A tier × scenario effect table ``[tiers, scenarios]`` with its tier-specific part scaled by ``h``: each tier keeps
+    its mean (its base rate), and its deviation from the scenarios' shared response is multiplied by ``h``.
+
+    Example:
+        >>> e = np.array([[1.0, -1.0], [0.0, 2.0]])
+        >>> heterogeneous(e, 0.0)  # every tier: the shared response (0.5, 0.5) shifted to its own level
+        array([[0., 0.],
+               [1., 1.]])
+        >>> bool((heterogeneous(e, 1.0) == e).all())
+        True
+    """
+    shared = effects.mean(axis=0, keepdims=True)  # [1, scenarios]: what every tier has in common
+    base = (effects - shared).mean(axis=1, keepdims=True)  # [tiers, 1]: each tier's own level
+    return shared + base + h * (effects - shared - base)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -158,7 +178,11 @@ class ResponseModel:
     All inputs are aligned arrays of length N (one per impression); outputs are arrays of length N.
     """
 
-    effects: dict[str, np.ndarray] = field(default_factory=lambda: {k: v.copy() for k, v in _EFFECTS.items()})
+    tier_heterogeneity: float = 1.0
+    effects: dict[str, np.ndarray] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.effects = {task: heterogeneous(e, self.tier_heterogeneity) for task, e in _EFFECTS.items()}
 
     def step_logits(
         self,
@@ -235,7 +259,7 @@ def impressions(cfg: WorldConfig, block: int, users: pd.DataFrame, items: pd.Dat
     U, I = users.iloc[u].reset_index(drop=True), items.iloc[i].reset_index(drop=True)
     position = rng.integers(0, 10, size=n)
     tier = U["tier"].to_numpy()
-    labels = ResponseModel().sample(rng, **response_inputs(U, I, position))
+    labels = ResponseModel(cfg.tier_heterogeneity).sample(rng, **response_inputs(U, I, position))
     # high_holding is one draw per (user, day): every row of a user on a day carries the same label.
     p_hh = ResponseModel.high_holding_probability(tier, U["capacity"].to_numpy())
     high_holding = (_hash_uniform(cfg.seed, u, day) < p_hh).astype(np.int8)

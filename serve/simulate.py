@@ -62,7 +62,7 @@ def model_scorer(model: MultiTaskModel, store: EmbeddedStore, encoder: Encoder, 
 
 def oracle_scorer(world: WorldConfig) -> Scorer:
     """The ground truth itself (uses the hidden capacity and quality): an upper bound."""
-    truth = ResponseModel()
+    truth = ResponseModel(world.tier_heterogeneity)
 
     def score(visitors: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
         n_u, n_i = len(visitors), len(items)
@@ -87,7 +87,7 @@ def simulate(world: WorldConfig, arms: dict[str, Scorer], cfg: SimConfig, policy
     rng = np.random.default_rng([cfg.seed, 99])
     arm_names = list(arms)
     users["arm"] = rng.integers(0, len(arm_names), size=len(users))
-    truth = ResponseModel()
+    truth = ResponseModel(world.tier_heterogeneity)
     tiers = ["new", "low", "high"]
     rows = []
     for day in range(cfg.days):

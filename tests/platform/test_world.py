@@ -49,3 +49,20 @@ def test_high_holding_is_one_draw_per_user_and_day():
     rows = impressions(CFG, 0, make_users(CFG), make_items(CFG))
     day = (rows["ts"] - CFG.start_ts) // 86_400
     assert rows.groupby([rows["user_id"], day])["high_holding"].nunique().max() == 1
+
+
+def test_tier_heterogeneity_scales_how_differently_the_tiers_respond():
+    from tamor.platform.world import ResponseModel
+
+    def tier_spread(h: float) -> float:
+        """How far the tiers' scenario responses are apart once each tier's own level is taken out."""
+        click = ResponseModel(h).effects["click"]
+        centred = click - click.mean(axis=1, keepdims=True)
+        return float(np.abs(centred - centred.mean(axis=0)).max())
+
+    assert tier_spread(0.0) < 1e-12  # one shared tier × scenario response: the tiers differ in base rate only
+    assert abs(tier_spread(2.0) - 2 * tier_spread(1.0)) < 1e-12 and tier_spread(1.0) > 0.5
+    np.testing.assert_allclose(ResponseModel(1.0).effects["invest"], ResponseModel().effects["invest"])
+    shared = WorldConfig(**{**CFG.__dict__, "tier_heterogeneity": 0.0})
+    rows = impressions(shared, 0, make_users(shared), make_items(shared))
+    assert not rows["click"].equals(impressions(CFG, 0, make_users(CFG), make_items(CFG))["click"])  # the logs use it
