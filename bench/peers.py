@@ -314,6 +314,8 @@ def report(args: argparse.Namespace, results: pd.DataFrame, predictions: dict[st
     """``peers.md`` / ``peers.csv`` / ``draws.csv`` under ``--out``; returns the Markdown's parts."""
     tables, judged, times = summarise(results, args.models, predictions, spec, test)
     tables["auc"].to_csv(args.out / "peers.csv", index=False)
+    if len(judged):
+        judged.to_csv(args.out / "judged.csv", index=False)
     text = [f"# Peer benchmark: {spec.dataset}, {args.seeds} seeds (test AUC, mean ± std)\n", tables["auc"].to_markdown(index=False),
             "\n## Test log loss (mean ± std)\n", tables["logloss"].to_markdown(index=False),
             "\n## Expected calibration error (10 equal-mass bins; mean ± std; 0 is calibrated)\n", tables["ece"].to_markdown(index=False),
