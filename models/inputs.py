@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tamor.models.config import ModelConfig
 from tamor.models.feature_spec import SIDES, FeatureSpec, Side
 
 
@@ -125,7 +126,7 @@ class FeatureInputs(nn.Module):
     ``forward(batch, side) -> [B, dim(side)]``: the side's field vectors, concatenated.
     """
 
-    def __init__(self, spec: FeatureSpec, embedding_dim: int, numeric: str = "periodic"):
+    def __init__(self, spec: FeatureSpec, embedding_dim: int, numeric: str = ModelConfig.model_fields["numeric_embedding"].default):
         super().__init__()
         self.embeddings = nn.ModuleDict(
             {f.name: nn.Embedding(f.vocab_size, embedding_dim) for f in spec.categorical}
