@@ -186,3 +186,19 @@ def test_non_finite_numbers_and_chunked_bodies_over_the_limit_are_refused(serve_
 
     answer = httpx.post(f"{url}/recommend", content=chunks(), headers={"content-type": "application/json"}, timeout=60)
     assert answer.status_code == 413, answer.text
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses with a TCP socket listening on ``port`` on this machine (``/proc/net/tcp``, as ``ss -ltn``)."""
+    found = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        ip_hex, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+            found.add(".".join(str(int(ip_hex[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def test_the_http_proxy_listens_on_loopback_only(serve_url):
+    port = int(serve_url[0].rsplit(":", 1)[1])
+    assert listening_addresses(port) == {"127.0.0.1"}  # never 0.0.0.0 (docs/serving.md: sockets)
