@@ -27,8 +27,8 @@ def pipeline(data: Path, out: Path, registry: Path, **train) -> dict:
 @pytest.fixture(scope="module")
 def other_logs(ray_session, tmp_path_factory) -> Path:
     """Logs of another week: the same tasks and tiers, other users and items (another encoder)."""
-    return preprocessed_world(tmp_path_factory.mktemp("other-week"), rows=20_000, n_users=1_000, n_items=100, days=7, seed=11,
-                              rows_per_block=10_000)
+    return preprocessed_world(tmp_path_factory.mktemp("other-week"), rows=14_000, n_users=800, n_items=100, days=7, seed=11,
+                              rows_per_block=14_000)
 
 
 def test_the_gate_promotes_a_first_model_and_refuses_a_worse_one(synthetic_data, other_logs, tmp_path):

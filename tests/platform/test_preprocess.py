@@ -54,10 +54,17 @@ def raw_logs(tmp_path_factory):
     return path, len(logs)
 
 
+def csv_schema():
+    """The synthetic schema reading CSV, the tree teacher off (tests/platform/test_teacher.py and the census fixture
+    cover it; it costs a fit per run)."""
+    schema = load_schema("synthetic").model_copy(update={"source": Source(format="csv")})
+    return schema.model_copy(update={"preprocess": schema.preprocess.model_copy(update={"teacher": False})})
+
+
 @pytest.fixture(scope="module")
 def prepared(ray_session, raw_logs, tmp_path_factory):
     path, n = raw_logs
-    schema = load_schema("synthetic").model_copy(update={"source": Source(format="csv")})
+    schema = csv_schema()
     out = tmp_path_factory.mktemp("prep") / "data"
     report = preprocess(str(path), schema, out)
     return report, out, n
@@ -125,7 +132,7 @@ def test_feature_spec_and_online_snapshots(prepared):
 
 
 def test_too_many_rejects_fail_clearly_and_keep_the_quarantine(ray_session, raw_logs, tmp_path):
-    schema = load_schema("synthetic").model_copy(update={"source": Source(format="csv")})
+    schema = csv_schema()
     schema.preprocess.max_reject_fraction = 0.0001
     with pytest.raises(PreprocessError, match="over the allowed"):
         preprocess(str(raw_logs[0]), schema, tmp_path / "out")
@@ -186,7 +193,7 @@ def test_numeric_bins_are_tree_splits_of_the_train_labels_in_the_one_encoder(cen
 
 def test_quantile_bins_are_train_quantiles_and_reach_into_mostly_zero_amounts(ray_session, tmp_path):
     path, schema = _census_parquet(tmp_path, 3_000)
-    schema = schema.model_copy(update={"preprocess": schema.preprocess.model_copy(update={"numeric_bin_edges": "quantile"})})
+    schema = schema.model_copy(update={"preprocess": schema.preprocess.model_copy(update={"numeric_bin_edges": "quantile", "teacher": False})})
     preprocess(str(path), schema, tmp_path / "out")
     spec, train = FeatureSpec.load(tmp_path / "out"), pd.read_parquet(DataDir(tmp_path / "out").split("train"))
     _assert_edges_span_train(spec, train)
@@ -250,8 +257,7 @@ def test_every_file_of_a_source_directory_is_read_or_the_source_is_refused(ray_s
     source.mkdir()
     frame.iloc[: n // 2].to_csv(source / "a.csv", index=False, encoding="utf-8-sig")  # a BOM before the header
     frame.iloc[n // 2 :].to_csv(source / "B.CSV.gz", index=False, compression="gzip")  # any case, compressed
-    schema = load_schema("synthetic").model_copy(update={"source": Source(format="csv")})
-    schema = schema.model_copy(update={"preprocess": schema.preprocess.model_copy(update={"teacher": False})})
+    schema = csv_schema()
     report = preprocess(str(source), schema, tmp_path / "both")
     assert report.rows_in == n and report.conserved  # both files, every row
     frame.iloc[:100].to_parquet(source / "c.parquet")  # a file the CSV reader would skip: refused, named

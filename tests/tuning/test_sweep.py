@@ -17,7 +17,7 @@ from tamor.tuning.sweep import Range, SweepConfig, check_fits, ended_by, objecti
 
 
 def sweep_config(data, tmp_path, **kw) -> SweepConfig:
-    train = TrainConfig(data_dir=str(data), model=TINY, epochs=3, batch_size=2048, cpus_per_worker=0.25, patience=3)
+    train = TrainConfig(data_dir=str(data), model=TINY, epochs=2, batch_size=2048, cpus_per_worker=0.25, patience=3)
     base = dict(train=train, num_samples=4, max_concurrent=2, storage_path=str(tmp_path / "tune"),
                 registry=str(tmp_path / "registry"), reduction_factor=2)
     return SweepConfig(**{**base, **kw})
@@ -76,9 +76,9 @@ def test_sweep_runs_asha_stops_early_and_exports_the_best(finished_sweep):
     cfg, summary = finished_sweep
     trials = pd.read_csv(Path(summary["path"]) / "trials.csv")
     assert len(trials) == 6 and (trials["status"] == "TERMINATED").all()
-    assert (trials["epochs"] < 3).any(), "ASHA stopped no trial early"
-    # patience 3 cannot end a 3-epoch trial, so every shorter one was ASHA's
-    assert ((trials["ended"] == "asha") == (trials["epochs"] < 3)).all() and summary["stopped_early"] == (trials["epochs"] < 3).sum()
+    assert (trials["epochs"] < 2).any(), "ASHA stopped no trial early"
+    # patience 3 cannot end a 2-epoch trial, so every shorter one was ASHA's
+    assert ((trials["ended"] == "asha") == (trials["epochs"] < 2)).all() and summary["stopped_early"] == (trials["epochs"] < 2).sum()
     assert trials["temperature"].nunique() == trials["correction_decay"].nunique() == 6  # Optuna proposed different τ and decays
     assert set(summary["best_params"]) >= {"temperature", "correction_decay", "lr"}
     version = Registry(cfg.registry).resolve("latest")
@@ -116,8 +116,7 @@ def test_an_interrupted_sweep_resumes(ray_session, synthetic_data, tmp_path):
     # Every trial's trainer dies once at epoch 1 (max_failures=0 inside a sweep), so the first
     # fit ends with errored trials: an interrupted sweep. Tuner.restore re-runs them; each trainer
     # run resumes from its own last checkpoint, so epoch 0 is not trained twice.
-    cfg = sweep_config(synthetic_data, tmp_path, num_samples=2, registry=None, grace_period=2)  # no ASHA stops
-    cfg.train.epochs = 2
+    cfg = sweep_config(synthetic_data, tmp_path, num_samples=2, registry=None, grace_period=2)  # 2 epochs: no ASHA stops
     first = sweep(cfg, loop=FailOnce(1))
     before = pd.read_csv(Path(first["path"]) / "trials.csv")
     assert (before["status"] == "ERROR").all()
