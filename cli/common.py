@@ -24,6 +24,7 @@ from typer.core import TyperGroup
 from tamor.models.errors import TamorError
 from tamor.models.factory import MODELS
 from tamor.platform.data_dir import SPLITS
+from tamor.platform.defaults import DEFAULT_DATA
 from tamor.platform.tracking import WandbMode
 
 console = Console()
@@ -163,7 +164,7 @@ WandbOpt = typer.Option(None, "--wandb", help="W&B mode [offline].")
 GpuOpt = typer.Option(None, "--gpu/--cpu", help="GPU or CPU workers (default: GPUs if the cluster has them).")
 
 
-def data_opt(default: Optional[str] = "runs/synthetic/data") -> Any:
+def data_opt(default: Optional[str] = DEFAULT_DATA) -> Any:
     """``--data``; ``None`` as the default lets a config file's ``data_dir`` apply."""
     return typer.Option(default, "--data", help="Preprocessed data directory [runs/synthetic/data].")
 

@@ -39,6 +39,7 @@ from tamor.cli.common import (
 )
 from tamor.cli.demo_config import DemoConfig
 from tamor.cli.demo_config import default as demo_default
+from tamor.platform.defaults import DEFAULT_DATA, SERVE_PORT
 
 app = typer_app("Tier-Aware Multi-Objective Recommendation on Ray.")
 
@@ -82,7 +83,7 @@ def generate(
 def preprocess(
     source: str = typer.Option("runs/synthetic/logs", help="Raw logs: a file, directory or URI (CSV, Parquet or JSON)."),
     schema: str = typer.Option("synthetic", help="Schema YAML path, or a shipped schema name (synthetic, census_income)."),
-    out: Path = typer.Option(Path("runs/synthetic/data"), help="Output directory (must be new or empty)."),
+    out: Path = typer.Option(Path(DEFAULT_DATA), help="Output directory (must be new or empty)."),
     max_reject_fraction: Optional[float] = typer.Option(None, min=0, max=1, help="Override the schema's limit."),
     address: Optional[str] = AddressOpt,
 ) -> None:
@@ -266,7 +267,7 @@ def pipeline(
     epochs: Optional[int] = typer.Option(None, min=1),
     num_workers: Optional[int] = typer.Option(None, min=1, help="Training workers [2], each on its own node by default."),
     deploy: Optional[bool] = typer.Option(None, "--deploy/--no-deploy", help="Deploy the production model to Serve [deploy]."),
-    port: Optional[int] = typer.Option(None, help="Serve's HTTP port [8000]."),
+    port: Optional[int] = typer.Option(None, help=f"Serve's HTTP port [{SERVE_PORT}]."),
     set_: Optional[list[str]] = SetOpt,
     address: Optional[str] = AddressOpt,
 ) -> None:

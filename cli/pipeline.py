@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from tamor.cli.common import Steps, epoch_watch
+from tamor.platform.defaults import DEFAULT_REGISTRY, SERVE_PORT
 from tamor.platform.gate import GateConfig
 from tamor.platform.run_files import read_epochs
 from tamor.platform.train_config import TrainConfig
@@ -40,11 +41,11 @@ class PipelineConfig(BaseModel):
     rows: int = Field(200_000, ge=1000, description="synthetic world size, when no source is given")
     data_dir: str | None = Field(None, description="an already preprocessed directory: skips preprocessing")
     out: str = "runs/pipeline"
-    registry: str = Field("runs/registry", description="a local path or any pyarrow filesystem URI")
+    registry: str = Field(DEFAULT_REGISTRY, description="a local path or any pyarrow filesystem URI")
     train: PipelineTrainConfig = Field(default_factory=PipelineTrainConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     deploy: bool = True
-    port: int = 8000
+    port: int = SERVE_PORT
     ranker_cpus: float = Field(0.2, gt=0)
 
 

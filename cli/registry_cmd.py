@@ -8,9 +8,10 @@ import typer
 from rich.table import Table
 
 from tamor.cli.common import console, typer_app
+from tamor.platform.defaults import DEFAULT_REGISTRY
 
 app = typer_app("The model registry: list, show and promote versions.")
-RegistryOpt = typer.Option("runs/registry", "--registry", help="Registry directory or URI.")
+RegistryOpt = typer.Option(DEFAULT_REGISTRY, "--registry", help="Registry directory or URI.")
 
 
 @app.command("list")

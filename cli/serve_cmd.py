@@ -10,18 +10,19 @@ from typing import Optional
 import typer
 
 from tamor.cli.common import AddressOpt, CliError, console, data_opt, print_frame, require_data, start_ray, typer_app
+from tamor.platform.defaults import DEFAULT_REGISTRY, SERVE_PORT
 
 features_app = typer_app("The online feature store.")
 
 
 def serve(
     data: str = data_opt(),
-    registry: str = typer.Option("runs/registry", help="Model registry to serve from."),
+    registry: str = typer.Option(DEFAULT_REGISTRY, help="Model registry to serve from."),
     ref: str = typer.Option("latest", help="Registry version or alias: latest | best | production | v0003."),
     checkpoint: Optional[str] = typer.Option(None, help="Serve a checkpoint instead of a registry version."),
     redis: Optional[str] = typer.Option(None, help="Redis URL for the feature store (default: the embedded snapshot)."),
     host: str = typer.Option("127.0.0.1", help="HTTP host (loopback unless you mean otherwise)."),
-    port: int = typer.Option(8000, help="HTTP port."),
+    port: int = typer.Option(SERVE_PORT, help="HTTP port."),
     gpu: bool = typer.Option(False, "--gpu", help="Run the Ranker on a GPU."),
     write_config: Optional[Path] = typer.Option(None, help="Only write a `serve deploy` / `serve run` config YAML here."),
     address: Optional[str] = AddressOpt,

@@ -39,6 +39,37 @@ from tamor.models.layers import CGC, PLE, TierEncoding, mlp
 
 
 class TAMOR(MultiTaskModel):
+    """The tier-aware multi-objective model (see the module docstring for its graph).
+
+    Args:
+        spec: the features, tiers, scenarios and tasks of the data (``FeatureSpec``, written by `tamor preprocess`).
+        config: sizes and switches (``ModelConfig``): embedding and expert widths, τ, ``correction_decay``, ….
+
+    Call args:
+        batch: ``cat_<side>`` ``[B, C_side]`` int, ``num_<side>`` ``[B, N_side]`` float for side in user / item /
+            context, ``tier`` and ``scenario`` ``[B]`` int (``models.inputs.batch_from_columns`` builds it).
+
+    Returns:
+        ``{task: logit [B]}``; ``predict_proba`` gives the probabilities ``[B, T]`` in the spec's task order.
+
+    Example:
+        >>> import numpy as np
+        >>> from tamor.models.feature_spec import CategoricalField, NumericField, TaskSpec
+        >>> from tamor.models.inputs import batch_from_columns
+        >>> spec = FeatureSpec(dataset="demo", tiers=["new", "high"], tier_thresholds=[100.0], scenarios=["fund", "gold"],
+        ...     categorical=[CategoricalField(name="item_id", side="item", vocab_size=10)],
+        ...     numeric=[NumericField(name="age", side="user", mean=40, std=10)],
+        ...     tasks=[TaskSpec(name="click", level="item", tiers=["new", "high"]),
+        ...            TaskSpec(name="high_holding", level="user", tiers=["new", "high"])])
+        >>> model = TAMOR(spec, ModelConfig(embedding_dim=4, expert_dims=[8], tower_dims=[4], bias_dim=4))
+        >>> batch = batch_from_columns(spec, {"f_item_id": np.array([1, 7]), "f_age": np.array([0.3, -1.2]),
+        ...                                   "tier": np.array([0, 1]), "scenario": np.array([0, 1])})
+        >>> {task: tuple(logit.shape) for task, logit in model(batch).items()}
+        {'click': (2,), 'high_holding': (2,)}
+        >>> tuple(model.predict_proba(batch).shape)
+        (2, 2)
+    """
+
     def __init__(self, spec: FeatureSpec, config: ModelConfig):
         super().__init__(spec, config)
         c, h = config, config.expert_dims[-1]

@@ -15,9 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tamor.models.config import ModelConfig
+from tamor.platform.defaults import DEFAULT_DATA
 from tamor.platform.tracking import DEFAULT_PROJECT, WandbMode
-
-DEFAULT_DATA = "runs/synthetic/data"  # where `tamor generate` + `tamor preprocess` write the synthetic world
 
 
 class TrainConfig(BaseModel):

@@ -19,6 +19,7 @@ from ray.serve import Application
 
 from tamor.models.errors import TamorError
 from tamor.platform.data_dir import DataDir
+from tamor.platform.defaults import DEFAULT_DATA, DEFAULT_REGISTRY, SERVE_PORT
 from tamor.platform.registry import Registry, RegistryError
 from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Ranker, Reranker, context_keys, load_checked
 from tamor.serve.policy import RerankPolicy
@@ -31,8 +32,8 @@ class AppArgs(BaseModel):
     """What the serving graph needs: the data (feature spec, online snapshot), a model, the policy."""
 
     model_config = ConfigDict(extra="forbid")
-    data_dir: str = "runs/synthetic/data"
-    registry: str | None = "runs/registry"
+    data_dir: str = DEFAULT_DATA
+    registry: str | None = DEFAULT_REGISTRY
     ref: str = "latest"  # a registry version, alias, latest or best
     checkpoint: str | None = None  # instead of the registry: a checkpoint directory or model.pt
     redis_url: str | None = None  # the Redis backend instead of the embedded snapshot
@@ -75,7 +76,7 @@ def build_app(args: dict[str, Any]) -> Application:
     return Ingress.bind(lookup, ranker, reranker, a.max_candidates, context_keys(encoder))
 
 
-def serve_config(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, max_ranker_replicas: int = 2) -> dict:
+def serve_config(args: AppArgs, host: str = "127.0.0.1", port: int = SERVE_PORT, max_ranker_replicas: int = 2) -> dict:
     """A ``serve deploy`` / ``serve run`` config for ``args``: fractional CPUs, Ranker autoscaling."""
     app_args = args.model_dump(exclude_none=True)
     return {
@@ -110,7 +111,7 @@ def write_serve_config(path: str | Path, args: AppArgs, **kw: Any) -> dict:
     return config
 
 
-def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, blocking: bool = False) -> None:
+def start(args: AppArgs, host: str = "127.0.0.1", port: int = SERVE_PORT, blocking: bool = False) -> None:
     """Start Serve's HTTP proxy on ``host:port`` and run the app. Run again (a new model), it replaces
     every replica: requests wait for the new ones and the old ones drain theirs (``DEPLOYMENTS``'s grace
     period). Only the model changes in place, without new replicas, through ``serve deploy`` of the

@@ -28,6 +28,7 @@ from ray.util.queue import Queue
 from tamor.models.errors import TamorError
 from tamor.models.factory import MODEL_FILE
 from tamor.platform.data_dir import DataDir
+from tamor.platform.defaults import DEFAULT_REGISTRY
 from tamor.platform.objectives import TIER_TASK_WEIGHTS
 from tamor.platform.plots import save, subplots
 from tamor.platform.registry import Registry
@@ -73,7 +74,7 @@ class SweepConfig(BaseModel):
     trial_cpus: float = Field(0.1, gt=0, description="the trial function's own CPU (it only drives the trainer)")
     storage_path: str = "runs/tune"
     name: str | None = None
-    registry: str | None = "runs/registry"
+    registry: str | None = DEFAULT_REGISTRY
     wandb: WandbMode = "offline"
     wandb_group: str | None = None  # W&B group of the trials and the summary (default: the sweep's name)
     verbose: int = Field(1, ge=0, le=2, description="Tune's console output: 0 silent, 1 default, 2 every result")
