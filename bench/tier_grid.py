@@ -1,7 +1,7 @@
 """Where tier-awareness pays: TAMOR against our MMoE and a per-tier MMoE over a grid of how differently the
 synthetic world's tiers respond (``tier_heterogeneity``) and how much data there is.
 
-    python bench/tier_grid.py --set epochs=8                           # the committed grid (about two hours on 2 CPUs)
+    python bench/tier_grid.py --set epochs=8                           # the committed grid (about 80 min on 2 CPUs)
     python bench/tier_grid.py --heterogeneity 0 1 2 --rows 50000 --seeds 2 --set epochs=4   # a short one
 
 Each cell is one run of ``bench/peers.py`` (its own process: the same recipe, the same one bootstrap per judged
@@ -78,8 +78,8 @@ def main() -> None:
     args = ap.parse_args()
     cells = [run_cell(h, rows, args) for rows in args.rows for h in args.heterogeneity]
     for extra in args.also:
-        h, rows, *sets = extra.split(":")
-        cells.append(run_cell(float(h), int(rows), args, tuple(",".join(sets).split(",")) if sets else ()))
+        h, rows, *sets = extra.split(":", 2)
+        cells.append(run_cell(float(h), int(rows), args, tuple(sets[0].split(",")) if sets else ()))
     judged = pd.concat(cells, ignore_index=True)
     table = summary(judged)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,7 @@ class Traffic:
     def __init__(self, url: str, body: dict, threads: int = 2):
         import threading
 
-        self.url, self.body, self.phase, self.answers = url, body, "before", []
+        self.url, self.body, self.phase, self.answers, self.threads = url, body, "before", [], threads
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 

@@ -125,24 +125,29 @@ def kill_replicas(deployment: str) -> set[str]:
     return {a["name"] for a in replicas}
 
 
-def test_a_ranker_replica_killed_under_load_gives_503s_and_its_replacement_loads_the_pinned_version(app):
+def await_replacement(app: dict, deployment: str, killed: set[str]) -> list:
+    """Poll until Serve runs a new replica of ``deployment`` and /readyz says 200; every /readyz status seen."""
     import ray
 
+    readiness = []
+
+    def replaced() -> bool:
+        ready = httpx.get(f"{app['url']}/readyz", timeout=10)  # answers within its own 3 s per stage, 200 or 503
+        readiness.append(ready.status_code)
+        now = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]}
+        return bool(now) and not now & killed and ready.status_code == 200
+
+    wait_until(replaced, 90)
+    return readiness
+
+
+def test_a_ranker_replica_killed_under_load_gives_503s_and_its_replacement_loads_the_pinned_version(app):
     newer = app["registry"].export(app["root"] / "good.pt", {"m": 0.95}, metric="m")
     assert app["registry"].resolve("latest").name == newer.name
-    readiness = []
     with Traffic(app["url"], app["body"]) as traffic:
         time.sleep(1)
         traffic.phase = "killed"
-        names = kill_replicas("Ranker")
-
-        def replaced() -> bool:
-            ready = httpx.get(f"{app['url']}/readyz", timeout=10)  # answers within its own 3 s per stage, 200 or 503
-            readiness.append(ready.status_code)
-            now = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "#Ranker#" in a["name"]}
-            return bool(now) and not now & names and ready.status_code == 200
-
-        wait_until(replaced, 90)  # Serve started a new replica
+        readiness = await_replacement(app, "Ranker", kill_replicas("Ranker"))
         time.sleep(1)
     print("ranker killed:", traffic.statuses("killed"), "readyz:", readiness)
     assert set(traffic.statuses()) <= {200, 503}, traffic.statuses()  # never a 500 or a dropped connection
@@ -155,28 +160,18 @@ def test_an_ingress_replica_killed_under_load_loses_at_most_the_requests_it_held
     # Serve's HTTP proxy answers a request whose Ingress replica died under it with its own 500 (Ray offers no
     # public retry there): only the requests near the kill are lost; once replaced, every request is answered, and
     # /readyz answers 200 or 503 meanwhile.
-    import ray
-
-    readiness = []
     with Traffic(app["url"], app["body"]) as traffic:
         time.sleep(1)
         traffic.phase = "killed"
-        names = kill_replicas("Ingress")
-
-        def replaced() -> bool:
-            ready = httpx.get(f"{app['url']}/readyz", timeout=10)
-            readiness.append(ready.status_code)
-            now = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "#Ingress#" in a["name"]}
-            return bool(now) and not now & names and ready.status_code == 200
-
-        wait_until(replaced, 90)
+        readiness = await_replacement(app, "Ingress", kill_replicas("Ingress"))
         traffic.phase = "replaced"
         time.sleep(1)
     print("ingress killed:", {p: traffic.statuses(p) for p in ("before", "killed", "replaced")}, "readyz:", readiness)
     assert set(traffic.statuses("replaced")) == {200}, traffic.statuses("replaced")
     lost = [a[2] for a in traffic.answers if a[2] not in (200, 503)]
-    # one request per thread in flight at the kill, and at most one more each routed before the proxy saw the death
-    assert set(lost) <= {500, "ReadTimeout"} and len(lost) <= 2 * len(traffic._threads), lost
+    # per client thread: the request in flight at the kill, and one routed before the proxy saw the death (a 500,
+    # or, seen once in three runs, held until the client's timeout)
+    assert set(lost) <= {500, "ReadTimeout"} and len(lost) <= 2 * traffic.threads, lost
     assert all(a[4] == "1" for a in traffic.answers if a[2] == 503)
     assert set(readiness) <= {200, 503}
 
