@@ -43,10 +43,11 @@ from tamor.platform.data_dir import DataDir
 from tamor.platform.step import (
     EarlyStopping,
     Learner,
+    calibrate,
     epoch_generator,
-    evaluate_split,
     in_order,
     memory_epoch,
+    metrics_of,
     predict_split,
     train_epoch,
     validation_metrics,
@@ -114,28 +115,29 @@ class RechubAdapter(nn.Module):
 # ------------------------------------------------------------------------------------------ one protocol
 
 
-def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, cfg: TrainConfig) -> tuple[np.ndarray, int]:
+def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, cfg: TrainConfig) -> tuple[dict[str, np.ndarray], int]:
     """`tamor train`'s recipe on splits in memory, through the same step (:mod:`tamor.platform.step`): the same
-    optimiser, loss, moving average, epoch shuffle and stopping rule; test probabilities ``[N, T]`` of the best
-    epoch's judged weights, and the epochs run."""
+    optimiser, loss, moving average, calibration, epoch shuffle and stopping rule; the test predictions
+    (:func:`predict_split`) of the best epoch's judged weights and calibration, and the epochs run."""
     torch.manual_seed(cfg.seed)
     device = torch.device("cpu")
     learner = Learner.build(make(), spec, cfg, device)
-    stopping, best_state, epochs = EarlyStopping(cfg.mode, cfg.patience), None, 0
+    stopping, best, epochs = EarlyStopping(cfg.mode, cfg.patience), None, 0
     for epoch in range(cfg.epochs):
         batches = memory_epoch(splits["train"], cfg.batch_size, cfg.shuffle_buffer, epoch_generator(cfg.seed, epoch))
         stats = train_epoch(learner, batches)
         epochs += 1
         if stats.diverged:
             break
-        table = evaluate_split(learner.judged, in_order(splits["valid"], EVAL_BATCH), spec, device)
+        table = metrics_of(calibrate(learner.judged, predict_split(learner.judged, in_order(splits["valid"], EVAL_BATCH), device)), spec)
         if stopping.update(validation_metrics(table, spec, cfg.objective)[cfg.metric]):
-            best_state = copy.deepcopy(learner.judged.state_dict())
+            best = copy.deepcopy(learner.judged.state_dict()), learner.judged.calibration
         if stopping.stop:
             break
-    if best_state is not None:
-        learner.judged.load_state_dict(best_state)
-    return predict_split(learner.judged, in_order(splits["test"], EVAL_BATCH), device)["probs"], epochs
+    if best is not None:
+        learner.judged.load_state_dict(best[0])
+        learner.judged.calibration = best[1]
+    return predict_split(learner.judged, in_order(splits["test"], EVAL_BATCH), device), epochs
 
 
 def tree_features(data: DataDir, spec: FeatureSpec) -> dict[str, np.ndarray]:
@@ -143,7 +145,7 @@ def tree_features(data: DataDir, spec: FeatureSpec) -> dict[str, np.ndarray]:
     return {s: features_of(pd.read_parquet(data.split(s), columns=feature_columns(spec)), spec) for s in ("train", "test")}
 
 
-def fit_hgb(spec: FeatureSpec, x: dict[str, np.ndarray], splits: dict, seed: int) -> tuple[np.ndarray, int]:
+def fit_hgb(spec: FeatureSpec, x: dict[str, np.ndarray], splits: dict, seed: int) -> tuple[dict[str, np.ndarray], int]:
     """One default HistGradientBoostingClassifier per task: the tree teacher's model (``new_tree``) on the
     teacher's feature matrix ``x`` (:func:`tree_features`), fitted on the rows each task counts in."""
     x_train, x_test = x["train"], x["test"]
@@ -152,14 +154,15 @@ def fit_hgb(spec: FeatureSpec, x: dict[str, np.ndarray], splits: dict, seed: int
     for t in range(len(spec.task_names)):
         keep = loss_mask[:, t] > 0
         out.append(new_tree(spec, seed).fit(x_train[keep], train["labels"][keep, t].numpy()).predict_proba(x_test)[:, 1])
-    return np.stack(out, axis=1), 0
+    return {"probs": np.stack(out, axis=1)}, 0
 
 
 # ------------------------------------------------------------------------------------------ the run
 
 
-def fit(name: str, cfg: TrainConfig, spec: FeatureSpec, splits: dict, x_tree: dict | None) -> tuple[np.ndarray, int]:
-    """One model (or variant, or peer) fitted with its config's seed: test probabilities ``[N, T]`` and epochs."""
+def fit(name: str, cfg: TrainConfig, spec: FeatureSpec, splits: dict, x_tree: dict | None) -> tuple[dict[str, np.ndarray], int]:
+    """One model (or variant, or peer) fitted with its config's seed: test probabilities ``[N, T]`` (``probs``; a deep
+    model's ``logits`` too) and epochs."""
     model = name.partition(":")[0]
     if model == "hgb":
         return fit_hgb(spec, x_tree, splits, cfg.seed)
@@ -183,24 +186,35 @@ def run(data: DataDir, args) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     for seed in range(args.seeds):
         for name, cfg in configs.items():
             start = time.perf_counter()
-            probs, epochs = fit(name, cfg.model_copy(update={"seed": seed}), spec, splits, x_tree)
+            preds, epochs = fit(name, cfg.model_copy(update={"seed": seed}), spec, splits, x_tree)
             seconds = time.perf_counter() - start
-            metrics = evaluate_predictions(spec, probs, test["labels"].numpy(), test["label_mask"].numpy(), test["tier"].numpy(),
-                                           test["scenario"].numpy())
-            metrics = metrics[metrics["slice"] != "scenario"].assign(model=name, seed=seed, seconds=seconds, epochs=epochs)
+            metrics = test_metrics(spec, preds, test).assign(model=name, seed=seed, seconds=seconds, epochs=epochs)
             results.append(metrics)
-            predictions[name].append(probs.astype(np.float32))
+            predictions[name].append(preds["probs"].astype(np.float32))
             overall = metrics[metrics["slice"] == "overall"].set_index("task")["auc"].round(4).to_dict()
             print(f"seed {seed} {name:14s} {seconds:6.1f} s {epochs:3d} epochs  test AUC {overall}", flush=True)
     return pd.concat(results, ignore_index=True), {name: np.stack(p) for name, p in predictions.items()}
+
+
+def test_metrics(spec: FeatureSpec, preds: dict[str, np.ndarray], test: dict[str, Tensor]) -> pd.DataFrame:
+    """AUC, log loss and ECE per task × (overall, each tier) of the test probabilities, and ``ece_raw``: the ECE of
+    the uncalibrated sigmoid of a deep model's logits (NaN for a model without logits)."""
+    def table(probs: np.ndarray) -> pd.DataFrame:
+        metrics = evaluate_predictions(spec, probs, test["labels"].numpy(), test["label_mask"].numpy(), test["tier"].numpy(),
+                                       test["scenario"].numpy())
+        return metrics[metrics["slice"] != "scenario"]
+
+    metrics = table(preds["probs"])
+    raw = table(1 / (1 + np.exp(-preds["logits"].astype(np.float64))))["ece"].to_numpy() if "logits" in preds else np.nan
+    return metrics.assign(ece_raw=raw)
 
 
 def summarise(results: pd.DataFrame, models: list[str], predictions: dict[str, np.ndarray], spec: FeatureSpec,
               test: dict[str, Tensor]) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.DataFrame]:
     """Mean ± std tables of AUC, log loss and calibration error (ECE) by metric; wall time per fit; and tamor judged
     against every model (:func:`judge`)."""
-    cell, metrics = ["task", "slice", "group"], ("auc", "logloss", "ece")
-    results = results if "ece" in results else results.assign(ece=np.nan)  # a run recorded before the ECE column
+    cell, metrics = ["task", "slice", "group"], ("auc", "logloss", "ece", "ece_raw")
+    results = results.assign(**{m: np.nan for m in metrics if m not in results})  # a run recorded before a column
     stats = results.groupby([*cell, "model"], sort=False).agg(
         positives=("positives", "first"), **{f"{m}{part}": (m, how) for m in metrics for part, how in (("", "mean"), ("_std", "std"))}
     ).reset_index()
@@ -319,6 +333,7 @@ def report(args: argparse.Namespace, results: pd.DataFrame, predictions: dict[st
     text = [f"# Peer benchmark: {spec.dataset}, {args.seeds} seeds (test AUC, mean ± std)\n", tables["auc"].to_markdown(index=False),
             "\n## Test log loss (mean ± std)\n", tables["logloss"].to_markdown(index=False),
             "\n## Expected calibration error (10 equal-mass bins; mean ± std; 0 is calibrated)\n", tables["ece"].to_markdown(index=False),
+            "\n## The same without the calibration (a deep model's raw sigmoid)\n", tables["ece_raw"].to_markdown(index=False),
             "\n## Wall time per fit\n", times.round(1).to_markdown(),
             f"\n## tamor against every model, cells with ≥ {JUDGED_POSITIVES} test positives\n",
             "AUC difference (tamor − other, means over seeds) with its 95% paired bootstrap interval (1,000 resamples of the "

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from tamor.models.calibration import Calibration, probabilities
 from tamor.models.config import ModelConfig
 from tamor.models.encoder import Encoder
 from tamor.models.feature_spec import FeatureSpec
@@ -40,6 +41,7 @@ class MultiTaskModel(nn.Module):
         self.tasks = spec.task_names
         self.inputs = FeatureInputs(spec, config.embedding_dim, config.numeric_embedding)
         self.encoder: Encoder | None = None  # the raw-value encoder of the data it is trained on
+        self.calibration: Calibration | None = None  # fitted on validation by training; None: raw sigmoid
 
     def joint_input(self, batch: Mapping[str, Tensor]) -> Tensor:
         """User, item and context inputs concatenated: ``[B, d_user + d_item + d_context]``."""
@@ -67,6 +69,6 @@ class MultiTaskModel(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Task probabilities in the spec's task order: ``[B, T]``."""
+        """Task probabilities in the spec's task order, through the model's calibration: ``[B, T]``."""
         logits = self(batch)
-        return torch.sigmoid(torch.stack([logits[t] for t in self.tasks], dim=1).float())
+        return probabilities(torch.stack([logits[t] for t in self.tasks], dim=1), self.calibration)

@@ -12,6 +12,7 @@ import torch
 
 from tamor.models.base import MultiTaskModel
 from tamor.models.baselines import MMoE, PerTierMMoE, PLEModel, SharedBottom
+from tamor.models.calibration import Calibration
 from tamor.models.config import ModelConfig
 from tamor.models.encoder import Encoder
 from tamor.models.errors import TamorError
@@ -39,13 +40,14 @@ def build_model(config: ModelConfig | dict, spec: FeatureSpec, encoder: Encoder 
 
 
 def model_state(model: MultiTaskModel) -> dict:
-    """Everything needed to rebuild the model: weights, config, feature spec and encoder (plain types only)."""
+    """Everything needed to rebuild the model: weights, config, feature spec, encoder and calibration (plain types only)."""
     return {
         "format": FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": model.config.model_dump(),
         "spec": model.spec.model_dump(),
         "encoder": model.encoder.model_dump() if model.encoder is not None else None,
+        "calibration": model.calibration.model_dump() if model.calibration is not None else None,
     }
 
 
@@ -55,6 +57,7 @@ def model_from_state(state: dict) -> MultiTaskModel:
     encoder = Encoder.model_validate(state["encoder"]) if state.get("encoder") else None
     model = build_model(state["config"], FeatureSpec.model_validate(state["spec"]), encoder)
     model.load_state_dict(state["state_dict"])
+    model.calibration = Calibration.model_validate(state["calibration"]) if state.get("calibration") else None
     return model.eval()
 
 

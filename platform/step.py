@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from tamor.models.calibration import Calibration, probabilities
 from tamor.models.feature_spec import FeatureSpec
 from tamor.models.loss import MultiTaskLoss
 from tamor.models.metrics import evaluate_predictions, mean_auc
@@ -230,18 +231,31 @@ def in_order(split: Mapping[str, Tensor], size: int) -> Iterator[Batch]:
 
 def predict_split(model: nn.Module, batches: Iterable[Mapping[str, Tensor]], device: torch.device,
                   amp: bool = False) -> dict[str, np.ndarray]:
-    """Run ``model`` over batches: probabilities, labels, masks ``[N, T]``, tier and scenario ``[N]``."""
-    tasks = getattr(model, "module", model).tasks
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("probs", "labels", "label_mask", "tier", "scenario")}
+    """Run ``model`` over batches: logits, probabilities (through the model's calibration, if any), labels and
+    masks ``[N, T]``, tier and scenario ``[N]``."""
+    core = getattr(model, "module", model)
+    tasks, calibration = core.tasks, getattr(core, "calibration", None)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("logits", "probs", "labels", "label_mask", "tier", "scenario")}
     model.eval()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         for batch in batches:
             batch = to_device(batch, device)
-            logits = model(batch)
-            parts["probs"].append(torch.sigmoid(torch.stack([logits[t] for t in tasks], dim=1).float()).cpu().numpy())
+            out = model(batch)
+            logits = torch.stack([out[t] for t in tasks], dim=1).float()
+            parts["logits"].append(logits.cpu().numpy())
+            parts["probs"].append(probabilities(logits, calibration).cpu().numpy())
             for k in ("labels", "label_mask", "tier", "scenario"):
                 parts[k].append(batch[k].cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def calibrate(model: nn.Module, preds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Fit ``model``'s calibration on its validation predictions (:func:`predict_split`'s, every worker's) and
+    return them with the calibrated probabilities: what training does after every epoch, before it measures
+    and checkpoints."""
+    core = getattr(model, "module", model)
+    core.calibration = Calibration.fit(core.tasks, preds["logits"], preds["labels"], preds["label_mask"])
+    return {**preds, "probs": probabilities(torch.from_numpy(preds["logits"]), core.calibration).numpy()}
 
 
 def metrics_of(preds: Mapping[str, np.ndarray], spec: FeatureSpec) -> pd.DataFrame:

@@ -54,6 +54,7 @@ from tamor.platform.step import (
     EarlyStopping,
     EpochStats,
     Learner,
+    calibrate,
     epoch_generator,
     metrics_of,
     predict_split,
@@ -156,11 +157,12 @@ def start_worker(config: dict) -> WorkerRun:
 
 
 def validate(run: WorkerRun, shard, collate) -> tuple[pd.DataFrame, list[dict]]:
-    """Each worker scores its shard of the validation split; the metrics come from everyone's predictions."""
+    """Each worker scores its shard of the validation split; the calibration is fitted, and the metrics measured,
+    on everyone's predictions."""
     batches = shard.iter_torch_batches(batch_size=4096, collate_fn=collate)
     own = predict_split(run.learner.judged, batches, run.learner.device, run.learner.amp)
     preds, workers = gather_predictions(own, run.world)
-    return metrics_of(preds, run.spec), workers
+    return metrics_of(calibrate(run.learner.judged, preds), run.spec), workers
 
 
 def epoch_report(run: WorkerRun, epoch: int, stats: EpochStats, table: pd.DataFrame, workers: list[dict]) -> dict:

@@ -4,6 +4,7 @@ the stopping rule, and what it trains — TAMOR's user-level tasks read what MMo
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import log_loss
 
 from helpers import TINY, make_spec, planted_columns
 from tamor.models.factory import build_model
@@ -11,10 +12,12 @@ from tamor.models.inputs import batch_from_columns
 from tamor.platform.step import (
     EarlyStopping,
     Learner,
+    calibrate,
     epoch_generator,
     evaluate_split,
     in_order,
     memory_epoch,
+    predict_split,
     train_epoch,
     train_step,
 )
@@ -55,6 +58,21 @@ def test_a_step_updates_the_weights_and_their_moving_average():
     diverging = Learner.build(build_model(TINY, spec), spec, TrainConfig(model=TINY, lr=1e30), torch.device("cpu"))
     stats = train_epoch(diverging, [batch] * 50)
     assert stats.diverged and stats.steps < 50  # stops at the first non-finite loss
+
+
+def test_validation_fits_the_calibration_that_the_predictions_then_go_through():
+    spec = make_spec()
+    learner = Learner.build(build_model(TINY, spec), spec, TrainConfig(model=TINY, lr=0.01), torch.device("cpu"))
+    train_epoch(learner, [batch_from_columns(spec, planted_columns(spec, 256, seed=s)) for s in range(8)])
+    valid = batch_from_columns(spec, planted_columns(spec, 4096, seed=99))
+    raw = predict_split(learner.judged, [valid], learner.device)
+    fitted = calibrate(learner.judged, raw)
+    assert learner.judged.calibration is not None and learner.judged.calibration.tasks == spec.task_names
+    np.testing.assert_allclose(predict_split(learner.judged, [valid], learner.device)["probs"], fitted["probs"], rtol=1e-5)
+    for t in range(len(spec.task_names)):  # the maximum-likelihood map is never worse on what it was fitted to
+        known = raw["label_mask"][:, t] > 0
+        y = raw["labels"][known, t]
+        assert log_loss(y, fitted["probs"][known, t], labels=[0, 1]) <= log_loss(y, raw["probs"][known, t], labels=[0, 1]) + 1e-6
 
 
 def user_level_log(n: int, seed: int) -> dict[str, torch.Tensor]:

@@ -76,6 +76,7 @@ def test_two_workers_train_report_and_checkpoint(ddp_run):
     assert ddp_run["best_metrics"]["val_auc_mean"] > 0.6
     model = load_model(ddp_run["best_checkpoint"])
     assert model.config == TINY
+    assert model.calibration is not None and model.calibration.tasks == model.tasks  # fitted on validation, served with it
 
 
 def test_two_workers_each_validate_a_shard_and_share_the_metrics(ddp_run, synthetic_data):
