@@ -129,7 +129,8 @@ def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, cf
         epochs += 1
         if stats.diverged:
             break
-        table = metrics_of(calibrate(learner.judged, predict_split(learner.judged, in_order(splits["valid"], EVAL_BATCH), device)), spec)
+        valid = predict_split(learner.judged, in_order(splits["valid"], EVAL_BATCH), device)
+        table = metrics_of(calibrate(learner.judged, valid, spec, cfg.calibration), spec)
         if stopping.update(validation_metrics(table, spec, cfg.objective)[cfg.metric]):
             best = copy.deepcopy(learner.judged.state_dict()), learner.judged.calibration
         if stopping.stop:

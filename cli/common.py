@@ -9,10 +9,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, TypeVar, get_args
 
+import click
 import typer
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -26,6 +28,7 @@ from tamor.models.factory import MODELS
 from tamor.platform.data_dir import SPLITS
 from tamor.platform.defaults import DEFAULT_DATA
 from tamor.platform.tracking import WandbMode
+from tamor.platform.train_config import TrainConfig
 
 console = Console()
 C = TypeVar("C", bound=BaseModel)
@@ -35,11 +38,19 @@ class CliError(TamorError):
     """Bad command-line input."""
 
 
-class State:
-    """Set by the global options: ``--verbose`` and, once Ray is started, where its logs go."""
+@dataclass
+class Session:
+    """One `tamor` invocation: its global options (``--verbose``) and, once Ray is started, where its logs go. It lives
+    on click's context (``ctx.obj``), so nothing of it outlives the command."""
 
     verbose: bool = False
     log: Path | None = None
+
+
+def session() -> Session:
+    """The running command's :class:`Session` (a fresh one outside any command, e.g. called from Python)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.ensure_object(Session) if ctx is not None else Session()
 
 
 class Steps:
@@ -106,7 +117,7 @@ def epoch_watch(run_dir: Path, epochs: int, metric: str = "val_auc_mean") -> Cal
 
 def steps() -> Steps:
     """The standalone commands' step printer (logs: where ``start_ray`` sent them)."""
-    return Steps(console, log=State.log)
+    return Steps(console, log=session().log)
 
 
 class TamorGroup(TyperGroup):
@@ -121,10 +132,11 @@ class TamorGroup(TyperGroup):
             console.print(f"[bold red]error:[/] {e}", highlight=False)
             raise typer.Exit(code=2) from None
         except Exception as e:  # the one catch-all: a bug's traceback belongs in the log, not on a newcomer's screen
-            if State.verbose or State.log is None:
+            run = ctx.find_object(Session) or Session()
+            if run.verbose or run.log is None:
                 raise
             logging.getLogger("tamor").exception("command failed")
-            console.print(f"[bold red]failed:[/] {type(e).__name__}: {e}\nfull log: {State.log}", highlight=False)
+            console.print(f"[bold red]failed:[/] {type(e).__name__}: {e}\nfull log: {run.log}", highlight=False)
             raise typer.Exit(code=1) from None
 
 
@@ -134,8 +146,9 @@ def start_ray(address: str | None, command: str, log_dir: Path | None = None) ->
     from tamor.platform.ray_env import init_ray
 
     log_dir = log_dir or Path("runs/logs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
-    State.log = init_ray(address, log_dir=log_dir, verbose=State.verbose)
-    if not State.verbose:
+    run = session()
+    run.log = init_ray(address, log_dir=log_dir, verbose=run.verbose)
+    if not run.verbose:
         console.print(f"[dim]logs: {log_dir}[/]", highlight=False)
 
 
@@ -160,13 +173,27 @@ def value(choice: Enum | None) -> str | None:
 AddressOpt = typer.Option(None, "--address", help="Ray cluster address (default: RAY_ADDRESS or a new local Ray).")
 ConfigOpt = typer.Option(None, "--config", help="A config YAML; options and --set override it.")
 SetOpt = typer.Option(None, "--set", help="Override any config field: --set model.dropout=0.1 (repeatable; values are YAML).")
-WandbOpt = typer.Option(None, "--wandb", help="W&B mode [offline].")
+def default_of(config: type[BaseModel], path: str) -> Any:
+    """The default of a config field (``"model.name"`` reaches into a nested config): what an option left unset gives."""
+    *parents, name = path.split(".")
+    for part in parents:
+        config = config.model_fields[part].annotation
+    return config.model_fields[name].get_default(call_default_factory=True)
+
+
+def field_opt(config: type[BaseModel], path: str, help: str, *decls: str, **kw: Any) -> Any:
+    """An option that is None unless given, so a config file and ``--set`` apply beneath it; ``--help`` shows the
+    config field's default, read from the config class, where it is named once."""
+    return typer.Option(None, *decls, help=help, show_default=str(default_of(config, path)), **kw)
+
+
+WandbOpt = field_opt(TrainConfig, "wandb", "W&B mode.", "--wandb")
 GpuOpt = typer.Option(None, "--gpu/--cpu", help="GPU or CPU workers (default: GPUs if the cluster has them).")
 
 
 def data_opt(default: Optional[str] = DEFAULT_DATA) -> Any:
     """``--data``; ``None`` as the default lets a config file's ``data_dir`` apply."""
-    return typer.Option(default, "--data", help="Preprocessed data directory [runs/synthetic/data].")
+    return typer.Option(default, "--data", help="Preprocessed data directory.", show_default=DEFAULT_DATA)
 
 
 def load_config(cls: type[C], path: Path | None, overrides: dict[str, Any], sets: list[str] | None, what: str) -> C:

@@ -23,15 +23,16 @@ from tamor.cli.common import (
     ObjectiveChoice,
     SetOpt,
     SplitChoice,
-    State,
     WandbChoice,
     WandbOpt,
     console,
     data_opt,
     epoch_watch,
+    field_opt,
     load_config,
     print_frame,
     require_data,
+    session,
     start_ray,
     steps,
     typer_app,
@@ -39,15 +40,22 @@ from tamor.cli.common import (
 )
 from tamor.cli.demo_config import DemoConfig
 from tamor.cli.demo_config import default as demo_default
-from tamor.platform.defaults import DEFAULT_DATA, SERVE_PORT
+from tamor.cli.pipeline import PipelineConfig
+from tamor.platform.defaults import DEFAULT_DATA
+from tamor.platform.train_config import TrainConfig
+from tamor.platform.world import WorldConfig
+from tamor.tuning.sweep_config import SweepConfig
 
+WORLD = WorldConfig()  # the synthetic world's defaults, which `tamor generate`'s options show
 app = typer_app("Tier-Aware Multi-Objective Recommendation on Ray.")
 
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Ray's and the workers' logs on the console too.")) -> None:
     """Tier-Aware Multi-Objective Recommendation on Ray: data, training, tuning, serving."""
-    State.verbose = verbose
+    session().verbose = verbose
+
+
 app.add_typer(registry_cmd.app, name="registry")
 app.add_typer(serve_cmd.features_app, name="features")
 app.command("serve")(serve_cmd.serve)
@@ -57,17 +65,16 @@ app.command("simulate")(serve_cmd.simulate)
 @app.command()
 def generate(
     out: Path = typer.Option(Path("runs/synthetic"), help="Output directory (logs/ and world.json)."),
-    rows: int = typer.Option(200_000, min=1, help="Impressions to generate (50_000_000 works: it is a Ray Data job)."),
-    users: Optional[int] = typer.Option(None, min=1, help="Users in the world (default rows/20)."),
-    items: int = typer.Option(240, min=6, help="Items (mission cards), spread over six scenarios."),
-    days: int = typer.Option(14, min=1, help="Days the impressions span."),
-    seed: int = typer.Option(0, help="Seed: the same seed gives the same rows."),
-    rows_per_block: int = typer.Option(100_000, min=1, help="Rows drawn by one Ray task."),
+    rows: int = typer.Option(WORLD.rows, min=1, help="Impressions to generate (50_000_000 works: it is a Ray Data job)."),
+    users: Optional[int] = typer.Option(None, min=1, help="Users in the world (default: WorldConfig.users, from the rows)."),
+    items: int = typer.Option(WORLD.n_items, min=6, help="Items (mission cards), spread over six scenarios."),
+    days: int = typer.Option(WORLD.days, min=1, help="Days the impressions span."),
+    seed: int = typer.Option(WORLD.seed, help="Seed: the same seed gives the same rows."),
+    rows_per_block: int = typer.Option(WORLD.rows_per_block, min=1, help="Rows drawn by one Ray task."),
     address: Optional[str] = AddressOpt,
 ) -> None:
     """Generate the synthetic world's tiered impression logs (Parquet shards)."""
     from tamor.platform.generate import generate as run
-    from tamor.platform.world import WorldConfig
 
     start_ray(address, "generate")
     cfg = WorldConfig(rows=rows, n_users=users, n_items=items, days=days, seed=seed, rows_per_block=rows_per_block)
@@ -112,19 +119,19 @@ def preprocess(
 def train(
     config: Optional[Path] = ConfigOpt,
     data: Optional[str] = data_opt(None),
-    model: Optional[ModelName] = typer.Option(None, help="The model [tamor]."),
-    epochs: Optional[int] = typer.Option(None, min=1),
-    batch_size: Optional[int] = typer.Option(None, min=1),
-    lr: Optional[float] = typer.Option(None, min=0),
-    weight_decay: Optional[float] = typer.Option(None, min=0, help="AdamW weight decay [0]."),
-    ema_decay: Optional[float] = typer.Option(None, min=0, max=0.9999, help="Validate and serve a moving average of the weights with this decay (warmed up over the first steps) [0.99; 0: the raw weights]."),
-    distill: Optional[float] = typer.Option(None, min=0, max=1, help="Weight α of the tree teacher's probability in the target [0.5; 0: labels only]."),
-    metric: Optional[str] = typer.Option(None, help="Validation metric for early stopping and the best checkpoint [val_auc_mean]."),
-    patience: Optional[int] = typer.Option(None, min=1, help="Epochs without improvement before stopping [3]."),
-    seed: Optional[int] = typer.Option(None, help="Seed of weights and shuffling [0]."),
-    num_workers: Optional[int] = typer.Option(None, min=1, help="Data-parallel workers (DDP)."),
+    model: Optional[ModelName] = field_opt(TrainConfig, "model.name", "The model."),
+    epochs: Optional[int] = field_opt(TrainConfig, "epochs", "Most epochs (early stopping may end sooner).", min=1),
+    batch_size: Optional[int] = field_opt(TrainConfig, "batch_size", "Rows per step and worker.", min=1),
+    lr: Optional[float] = field_opt(TrainConfig, "lr", "AdamW learning rate.", min=0),
+    weight_decay: Optional[float] = field_opt(TrainConfig, "weight_decay", "AdamW weight decay.", min=0),
+    ema_decay: Optional[float] = field_opt(TrainConfig, "ema_decay", "Validate and serve a moving average of the weights with this decay (warmed up over the first steps); 0: the raw weights.", min=0, max=0.9999),
+    distill: Optional[float] = field_opt(TrainConfig, "distill", "Weight α of the tree teacher's probability in the target; 0: labels only.", min=0, max=1),
+    metric: Optional[str] = field_opt(TrainConfig, "metric", "Validation metric for early stopping and the best checkpoint."),
+    patience: Optional[int] = field_opt(TrainConfig, "patience", "Epochs without improvement before stopping.", min=1),
+    seed: Optional[int] = field_opt(TrainConfig, "seed", "Seed of weights and shuffling."),
+    num_workers: Optional[int] = field_opt(TrainConfig, "num_workers", "Data-parallel workers (DDP).", min=1),
     gpu: Optional[bool] = GpuOpt,
-    storage: Optional[str] = typer.Option(None, help="Where runs and checkpoints go [runs/train]."),
+    storage: Optional[str] = field_opt(TrainConfig, "storage_path", "Where runs and checkpoints go."),
     name: Optional[str] = typer.Option(None, help="Run name (default: unique). An existing name resumes that run."),
     resume: Optional[str] = typer.Option(None, help="Resume the interrupted run of this name from its latest checkpoint."),
     wandb: Optional[WandbChoice] = WandbOpt,
@@ -133,8 +140,8 @@ def train(
     address: Optional[str] = AddressOpt,
 ) -> None:
     """Train a model with Ray Train (TorchTrainer, DDP) fed by Ray Data; checkpoints every epoch."""
-    from tamor.platform.train import TrainConfig, unique_name
     from tamor.platform.train import train as run
+    from tamor.platform.train import unique_name
 
     overrides = {"data_dir": data, "model.name": value(model), "epochs": epochs, "batch_size": batch_size, "lr": lr,
                  "weight_decay": weight_decay, "ema_decay": ema_decay, "distill": distill, "metric": metric, "patience": patience, "seed": seed, "num_workers": num_workers,
@@ -195,14 +202,14 @@ def evaluate(
 def tune(
     config: Optional[Path] = ConfigOpt,
     data: Optional[str] = data_opt(None),
-    num_samples: Optional[int] = typer.Option(None, min=1, help="Trials [8]."),
-    max_concurrent: Optional[int] = typer.Option(None, min=1, help="Trials at once [2]."),
-    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per trial (ASHA's max_t)."),
-    objective: Optional[ObjectiveChoice] = typer.Option(None, help="mean_auc, or business (per-tier task weights) [mean_auc]."),
-    num_workers: Optional[int] = typer.Option(None, min=1, help="Ray Train workers per trial."),
+    num_samples: Optional[int] = field_opt(SweepConfig, "num_samples", "Trials.", min=1),
+    max_concurrent: Optional[int] = field_opt(SweepConfig, "max_concurrent", "Trials at once.", min=1),
+    epochs: Optional[int] = field_opt(SweepConfig, "train.epochs", "Epochs per trial (ASHA's max_t).", min=1),
+    objective: Optional[ObjectiveChoice] = field_opt(SweepConfig, "objective", "mean_auc, or business (per-tier task weights)."),
+    num_workers: Optional[int] = field_opt(SweepConfig, "train.num_workers", "Ray Train workers per trial.", min=1),
     gpu: Optional[bool] = GpuOpt,
-    storage: Optional[str] = typer.Option(None, help="Where sweeps go [runs/tune]."),
-    registry: Optional[str] = typer.Option(None, help="Registry to export the best trial to [runs/registry]."),
+    storage: Optional[str] = field_opt(SweepConfig, "storage_path", "Where sweeps go."),
+    registry: Optional[str] = field_opt(SweepConfig, "registry", "Registry to export the best trial to."),
     resume: Optional[str] = typer.Option(None, help="Resume the interrupted sweep of this name (Tuner.restore)."),
     wandb: Optional[WandbChoice] = WandbOpt,
     set_: Optional[list[str]] = SetOpt,
@@ -214,11 +221,11 @@ def tune(
     a range whose ends are equal fixes its parameter (``--set loss_weight.low=1 --set loss_weight.high=1``)."""
     import pandas as pd
 
-    from tamor.tuning.sweep import SweepConfig, sweep
+    from tamor.tuning.sweep import sweep
 
     overrides = {"num_samples": num_samples, "max_concurrent": max_concurrent, "objective": value(objective), "storage_path": storage,
                  "registry": registry, "wandb": value(wandb), "train.data_dir": data, "train.epochs": epochs,
-                 "train.num_workers": num_workers, "train.use_gpu": gpu, "verbose": 1 if State.verbose else 0}
+                 "train.num_workers": num_workers, "train.use_gpu": gpu, "verbose": 1 if session().verbose else 0}
     cfg = load_config(SweepConfig, config, overrides, set_, "sweep config")
     require_data(cfg.train.data_dir)
     start_ray(address, "tune")
@@ -250,29 +257,29 @@ def demo(
 
     if out.exists() and any(out.iterdir()):
         raise CliError(f"{out} is not empty: choose a new --out")
-    State.log = out.resolve() / "logs" / "driver.log"
+    session().log = out.resolve() / "logs" / "driver.log"
     run_demo(DemoConfig(out=out, rows=rows, epochs=epochs, sweep_trials=sweep_trials, sweep_epochs=sweep_epochs,
-                        requests=requests, ab_days=ab_days, seed=seed, verbose=State.verbose), console)
+                        requests=requests, ab_days=ab_days, seed=seed, verbose=session().verbose), console)
 
 
 @app.command()
 def pipeline(
     config: Optional[Path] = ConfigOpt,
     source: Optional[str] = typer.Option(None, help="Raw logs; default: a synthetic world of --rows impressions."),
-    schema: Optional[str] = typer.Option(None, help="Schema of the logs [synthetic]."),
-    rows: Optional[int] = typer.Option(None, min=1000, help="Synthetic world size [200000]."),
+    schema: Optional[str] = field_opt(PipelineConfig, "schema_name", "Schema of the logs."),
+    rows: Optional[int] = field_opt(PipelineConfig, "rows", "Synthetic world size.", min=1000),
     data: Optional[str] = typer.Option(None, help="An already preprocessed directory (skips preprocessing)."),
-    out: Optional[str] = typer.Option(None, help="Run directory [runs/pipeline]."),
-    registry: Optional[str] = typer.Option(None, help="Model registry, a path or URI [runs/registry]."),
-    epochs: Optional[int] = typer.Option(None, min=1),
-    num_workers: Optional[int] = typer.Option(None, min=1, help="Training workers [2], each on its own node by default."),
-    deploy: Optional[bool] = typer.Option(None, "--deploy/--no-deploy", help="Deploy the production model to Serve [deploy]."),
-    port: Optional[int] = typer.Option(None, help=f"Serve's HTTP port [{SERVE_PORT}]."),
+    out: Optional[str] = field_opt(PipelineConfig, "out", "Run directory."),
+    registry: Optional[str] = field_opt(PipelineConfig, "registry", "Model registry, a path or URI."),
+    epochs: Optional[int] = field_opt(PipelineConfig, "train.epochs", "Most training epochs.", min=1),
+    num_workers: Optional[int] = field_opt(PipelineConfig, "train.num_workers", "Training workers, each on its own node by default.", min=1),
+    deploy: Optional[bool] = field_opt(PipelineConfig, "deploy", "Deploy the production model to Serve.", "--deploy/--no-deploy"),
+    port: Optional[int] = field_opt(PipelineConfig, "port", "Serve's HTTP port."),
     set_: Optional[list[str]] = SetOpt,
     address: Optional[str] = AddressOpt,
 ) -> None:
     """Logs to a served model in one job: preprocess → train → evaluate → export → promotion gate → deploy."""
-    from tamor.cli.pipeline import PipelineConfig, run_pipeline
+    from tamor.cli.pipeline import run_pipeline
 
     overrides = {"source": source, "schema": schema, "rows": rows, "data_dir": data, "out": out, "registry": registry,
                  "train.epochs": epochs, "train.num_workers": num_workers, "deploy": deploy, "port": port}

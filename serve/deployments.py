@@ -11,6 +11,7 @@ Every deployment declares fractional CPUs so the whole graph starts on a 2-CPU m
 import asyncio
 import logging
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -286,22 +287,34 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
     return JSONResponse(status_code=422, content={"detail": errors})
 
 
-@api.middleware("http")
-async def limit_body(request: Request, call_next):
-    limit = getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
-    too_big = JSONResponse(status_code=413, content={"detail": f"request body over {limit} bytes"})
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        return too_big
-    if length is None and request.method in ("POST", "PUT", "PATCH"):  # chunked: count while reading, stop at the limit
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return too_big
-            chunks.append(chunk)
-        request._body = b"".join(chunks)  # Starlette replays a read body to the endpoint
-    return await call_next(request)
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over the app's ``state.max_body_bytes``, whether its length is declared
+    or it arrives chunked (counted as the endpoint reads it, never held beyond the limit)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = getattr(scope["app"].state, "max_body_bytes", MAX_BODY_BYTES)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            return await JSONResponse(status_code=413, content={"detail": f"request body over {limit} bytes"})(scope, receive, send)
+        size = 0
+
+        async def counted() -> dict:
+            nonlocal size
+            message = await receive()
+            size += len(message.get("body", b""))
+            if size > limit:  # inside the endpoint's read: FastAPI's exception handling answers it
+                raise HTTPException(413, f"request body over {limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+api.add_middleware(BodyLimit)
 
 
 @serve.deployment(**DEPLOYMENTS["Ingress"])

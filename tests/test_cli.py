@@ -3,6 +3,7 @@
 import pytest
 from typer.testing import CliRunner
 
+from tamor.cli.common import default_of
 from tamor.cli.main import app
 
 runner = CliRunner()
@@ -15,6 +16,17 @@ def test_every_command_has_help(command):
     result = runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
+
+
+def test_help_shows_each_default_from_the_config_that_holds_it():
+    from tamor.platform.train_config import TrainConfig
+
+    # the options stay None (so a config file and --set apply beneath them); --help shows the config's defaults
+    result = runner.invoke(app, ["train", "--help"], terminal_width=400)
+    defaults = TrainConfig()
+    for field in ("epochs", "lr", "ema_decay", "distill", "patience", "storage_path"):
+        assert f"[default: ({getattr(defaults, field)})" in result.output, field
+    assert default_of(TrainConfig, "model.name") == defaults.model.name
 
 
 @pytest.mark.parametrize(

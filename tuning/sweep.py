@@ -11,14 +11,12 @@ the best trial's best checkpoint is exported to the model registry.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import ray
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -28,65 +26,27 @@ from ray.util.queue import Queue
 from tamor.models.errors import TamorError
 from tamor.models.factory import MODEL_FILE
 from tamor.platform.data_dir import DataDir
-from tamor.platform.defaults import DEFAULT_REGISTRY
 from tamor.platform.objectives import TIER_TASK_WEIGHTS
 from tamor.platform.plots import save, subplots
 from tamor.platform.registry import Registry
-from tamor.platform.tracking import Tracker, WandbMode, resolve_mode
+from tamor.platform.tracking import Tracker, resolve_mode
 from tamor.platform.train import TrainConfig, build_trainer, unique_name
+from tamor.tuning.sweep_config import Range, SweepConfig
 from tamor.tuning.trial_reports import CHECKPOINT_PATH_KEY, QueueReports, fit_and_report
+from tamor.tuning.trial_tracking import TrialTracking
 
 
-class Range(BaseModel):
-    """A log-uniform range; ``low == high`` fixes the parameter at that value (searched no more)."""
-
-    model_config = ConfigDict(extra="forbid")
-    low: float = Field(gt=0)
-    high: float = Field(gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Range:
-        if self.low > self.high:
-            raise ValueError(f"low {self.low} is above high {self.high}")
-        return self
-
-    def domain(self) -> Any:
-        """Tune's log-uniform domain, or the one value of a fixed range."""
-        return self.low if self.low == self.high else tune.loguniform(self.low, self.high)
-
-
-class SweepConfig(BaseModel):
-    """A sweep: the base training config, the search space and the search itself."""
-
-    model_config = ConfigDict(extra="forbid")
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    num_samples: int = Field(8, ge=1)
-    max_concurrent: int = Field(2, ge=1)
-    loss_weight: Range = Range(low=0.25, high=4.0)  # λ_t, log-uniform, one per task
-    temperature: Range = Range(low=0.05, high=5.0)  # τ, log-uniform
-    lr: Range = Range(low=1e-3, high=1e-2)
-    correction_decay: Range | None = Field(
-        None, description="TAMOR's correction_decay (log-uniform); None: not searched, the model config's value"
-    )
-    objective: Literal["mean_auc", "business"] = "mean_auc"
-    grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial gets before it can be stopped")
-    reduction_factor: int = Field(2, ge=2)
-    trial_cpus: float = Field(0.1, gt=0, description="the trial function's own CPU (it only drives the trainer)")
-    storage_path: str = "runs/tune"
-    name: str | None = None
-    registry: str | None = DEFAULT_REGISTRY
-    wandb: WandbMode = "offline"
-    wandb_group: str | None = None  # W&B group of the trials and the summary (default: the sweep's name)
-    verbose: int = Field(1, ge=0, le=2, description="Tune's console output: 0 silent, 1 default, 2 every result")
-    seed: int = 0
+def domain(values: Range) -> Any:
+    """Tune's log-uniform domain of a range, or the one value of a fixed one."""
+    return values.low if values.low == values.high else tune.loguniform(values.low, values.high)
 
 
 def search_space(cfg: SweepConfig, tasks: list[str]) -> dict[str, Any]:
-    space = {f"lambda_{t}": cfg.loss_weight.domain() for t in tasks}
-    space["temperature"] = cfg.temperature.domain()
-    space["lr"] = cfg.lr.domain()
+    space = {f"lambda_{t}": domain(cfg.loss_weight) for t in tasks}
+    space["temperature"] = domain(cfg.temperature)
+    space["lr"] = domain(cfg.lr)
     if cfg.correction_decay is not None:
-        space["correction_decay"] = cfg.correction_decay.domain()
+        space["correction_decay"] = domain(cfg.correction_decay)
     return space
 
 
@@ -154,18 +114,10 @@ def build_tuner(cfg: SweepConfig, name: str, loop: Callable[[dict], None] | None
         grace_period=cfg.grace_period,
         reduction_factor=cfg.reduction_factor,
     )
-    callbacks = []
     mode = resolve_mode(cfg.wandb)
-    if mode != "disabled":
-        from ray.air.integrations.wandb import WandbLoggerCallback
-
-        # Ray's callback reads the mode from the environment only: without it, it asks for an API key even offline
-        os.environ["WANDB_MODE"] = mode
-        (storage / name / "wandb").mkdir(parents=True, exist_ok=True)
-        callbacks.append(
-            WandbLoggerCallback(project=cfg.train.wandb_project, group=cfg.wandb_group or name, job_type="sweep", mode=mode,
-                                dir=str(storage / name / "wandb"), excludes=["base", "tasks", "train_storage", "loop"], log_config=True)
-        )
+    excludes = ["base", "tasks", "train_storage", "loop"]
+    callbacks = [] if mode == "disabled" else [
+        TrialTracking(mode, storage / name / "wandb", cfg.train.wandb_project, cfg.wandb_group or name, excludes)]
     return tune.Tuner(
         tune.with_resources(run_trial, {"cpu": cfg.trial_cpus}),
         param_space=space,
@@ -282,7 +234,7 @@ def sweep(cfg: SweepConfig, resume: str | None = None, loop: Callable[[dict], No
         )
         summary["registry_version"] = version.name
     (path / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    tracker = Tracker(True, resolve_mode(cfg.wandb), path / "wandb", "tamor", f"{name}-summary", {"sweep": cfg.model_dump()},
+    tracker = Tracker(True, resolve_mode(cfg.wandb), path / "wandb", cfg.train.wandb_project, f"{name}-summary", {"sweep": cfg.model_dump()},
                       group=cfg.wandb_group or name, job_type="sweep")
     tracker.table("trials", table.drop(columns=[CHECKPOINT_PATH_KEY]))
     tracker.image("objective_vs_params", path / "trials.png")
