@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from seed_stats import seed_draws  # bench/, beside this script
 from torch import Tensor, nn
 
 from tamor.cli.common import load_config
@@ -38,7 +39,7 @@ from tamor.models.factory import MODELS, build_model
 from tamor.models.feature_spec import SIDES, FeatureSpec
 from tamor.models.inputs import batch_columns, batch_from_columns
 from tamor.models.loss import MultiTaskLoss
-from tamor.models.metrics import JUDGED_POSITIVES, bootstrap_mean_aucs, difference_interval, evaluate_predictions, seed_draws, verdict
+from tamor.models.metrics import JUDGED_POSITIVES, bootstrap_mean_aucs, difference_interval, evaluate_predictions, verdict
 from tamor.platform.data_dir import DataDir
 from tamor.platform.step import (
     EarlyStopping,
