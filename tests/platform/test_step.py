@@ -74,6 +74,8 @@ def test_validation_fits_the_calibration_that_the_predictions_then_go_through():
         known = raw["label_mask"][:, t] > 0
         y = raw["labels"][known, t]
         assert log_loss(y, fitted["probs"][known, t], labels=[0, 1]) <= log_loss(y, raw["probs"][known, t], labels=[0, 1]) + 1e-6
+    calibrate(learner.judged, raw, spec, "task")
+    assert all(len(set(row)) == 1 for row in learner.judged.calibration.scale)  # one map per task, every tier
     assert calibrate(learner.judged, raw, spec, "none")["probs"] is not None and learner.judged.calibration is None
 
 
