@@ -22,7 +22,7 @@ from tamor.models.config import ModelConfig  # noqa: E402
 from tamor.models.factory import MODELS, build_model  # noqa: E402
 from tamor.models.inputs import batch_from_columns  # noqa: E402
 from tamor.models.layers import BatchedExperts  # noqa: E402
-from tamor.platform.step import Learner, train_step  # noqa: E402
+from tamor.platform.step import STEP_PHASES, Learner, train_step  # noqa: E402
 from tamor.platform.train_config import TrainConfig  # noqa: E402
 
 
@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[512, 4096])
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--experts", type=int, default=8)
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="also split TAMOR's step into its phases over this many steps with torch.profiler")
     args = p.parse_args()
     dev = args.device
     spec = make_spec()
@@ -82,6 +84,27 @@ def main() -> None:
 
         rb, rl = b * timed(run_batched, dev, args.seconds), b * timed(run_loop, dev, args.seconds)
         print(f"{b:<10}{rb:>14,.0f}{rl:>14,.0f}{rb / rl:>9.2f}x")
+    if args.profile:
+        profile_phases(spec, dev, args.batch_sizes, args.profile)
+
+
+def profile_phases(spec, dev: str, batch_sizes: list[int], steps: int) -> None:
+    """Each phase of TAMOR's training step (its ``record_function`` ranges) as a share of the step's wall time."""
+    learner = Learner.build(build_model(ModelConfig(), spec), spec, TrainConfig(), torch.device(dev))
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev == "cuda" else [])
+    print(f"\nTAMOR's step by phase, {steps} steps under torch.profiler (% of the step's wall time; ms per step)")
+    print(f"{'batch':<10}" + "".join(f"{phase:>24}" for phase in STEP_PHASES))
+    for b in batch_sizes:
+        batch = batch_from_columns(spec, planted_columns(spec, b, seed=0), device=dev)
+        for _ in range(3):
+            train_step(learner, batch)
+        with torch.profiler.profile(activities=activities) as prof:
+            start = time.perf_counter()
+            for _ in range(steps):
+                train_step(learner, batch)
+            wall_ms = (time.perf_counter() - start) * 1000 / steps
+        spent = {e.key: e.cpu_time_total / 1000 / steps for e in prof.key_averages() if e.key in STEP_PHASES}  # ms per step
+        print(f"{b:<10}" + "".join(f"{100 * spent.get(p, 0) / wall_ms:>17.0f}% {spent.get(p, 0):>5.1f}" for p in STEP_PHASES))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
+from torch.profiler import record_function
 
 from tamor.models.calibration import Calibration, probabilities
 from tamor.models.feature_spec import FeatureSpec
@@ -46,6 +47,7 @@ from tamor.models.metrics import evaluate_predictions, mean_auc
 from tamor.platform.train_config import TrainConfig
 
 Batch = dict[str, Tensor]
+STEP_PHASES = ("step: forward + loss", "step: backward", "step: optimizer", "step: moving average")
 
 
 # ------------------------------------------------------------------------------- the moving average
@@ -131,14 +133,19 @@ class Learner:
 def train_step(learner: Learner, batch: Mapping[str, Tensor]) -> Tensor:
     """Forward, the multi-task loss, backward, the optimiser's step and the moving average's update on one
     batch (``[B, ...]`` tensors); returns the loss, detached (a 0-d tensor on the device)."""
-    batch = to_device(batch, learner.device)
-    with torch.autocast(learner.device.type, dtype=torch.bfloat16, enabled=learner.amp):
-        total, _ = learner.loss_fn(learner.model(batch), batch)
-    learner.optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    learner.optimizer.step()
+    # each phase a named range, so torch.profiler (bench/model_step.py --profile) can split the step's time
+    with record_function(STEP_PHASES[0]):
+        batch = to_device(batch, learner.device)
+        with torch.autocast(learner.device.type, dtype=torch.bfloat16, enabled=learner.amp):
+            total, _ = learner.loss_fn(learner.model(batch), batch)
+    with record_function(STEP_PHASES[1]):
+        learner.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+    with record_function(STEP_PHASES[2]):
+        learner.optimizer.step()
     if learner.average is not None:
-        learner.average.update_parameters(learner.core)
+        with record_function(STEP_PHASES[3]):
+            learner.average.update_parameters(learner.core)
     return total.detach()
 
 
