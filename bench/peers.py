@@ -131,7 +131,7 @@ def fit_torch(make: Callable[[], nn.Module], spec: FeatureSpec, splits: dict, cf
         if stats.diverged:
             break
         valid = predict_split(learner.judged, in_order(splits["valid"], EVAL_BATCH), device)
-        table = metrics_of(calibrate(learner.judged, valid, spec, cfg.calibration), spec)
+        table = metrics_of(calibrate(learner.judged, valid), spec)
         if stopping.update(validation_metrics(table, spec, cfg.objective)[cfg.metric]):
             best = copy.deepcopy(learner.judged.state_dict()), learner.judged.calibration
         if stopping.stop:

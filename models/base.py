@@ -69,6 +69,6 @@ class MultiTaskModel(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Task probabilities in the spec's task order, through the model's calibration (per task × tier): ``[B, T]``."""
+        """Task probabilities in the spec's task order, through the model's calibration: ``[B, T]``."""
         logits = self(batch)
-        return probabilities(torch.stack([logits[t] for t in self.tasks], dim=1), batch["tier"], self.calibration)
+        return probabilities(torch.stack([logits[t] for t in self.tasks], dim=1), self.calibration)

@@ -1,22 +1,21 @@
-"""Platt scaling per task × tier: the map from a model's logits to calibrated probabilities.
+"""Per-task Platt scaling: the map from a model's logits to calibrated probabilities.
 
 Distillation pulls the logits toward the teacher's probabilities, which are not the labels' rates, so a
-trained model's probabilities drift off the observed rates, and by a different amount in each tier. A
-``sigmoid(scale · logit + shift)`` per task and tier, fitted on the validation split after every epoch, puts
-them back. Each map is increasing in the logit, so the order of one user's candidates (one tier) and every
-per-tier AUC stay as they are; rows of different tiers may change places (the overall AUC can move). A
-checkpoint and a registry version carry the map beside the weights, so the probabilities served are the
-ones evaluated.
+trained model's probabilities drift off the observed rates. A per-task ``sigmoid(scale · logit + shift)``,
+fitted on the validation split after every epoch, puts them back. The map is increasing in the logit, so
+every AUC (overall, per tier, per scenario) and every ranking is what it was; only log loss and the
+calibration error change. A checkpoint and a registry version carry it beside the weights, so the
+probabilities served are the ones evaluated.
 
 Example:
     >>> import numpy as np, torch
     >>> rng = np.random.default_rng(0)
-    >>> truth, tier = rng.normal(size=(20000, 1)), rng.integers(0, 2, 20000)
+    >>> truth = rng.normal(size=(20000, 1))
     >>> labels = (rng.uniform(size=truth.shape) < 1 / (1 + np.exp(-truth))).astype("float32")
-    >>> cal = Calibration.fit(["click"], 2, 2 * truth - 1, labels, np.ones_like(labels), tier)  # logits off by × 2 − 1
-    >>> np.round(cal.scale, 1).tolist(), np.round(cal.shift, 1).tolist()
-    ([[0.5, 0.5]], [[0.5, 0.5]])
-    >>> probabilities(torch.tensor([[1.0]]), torch.tensor([1]), Calibration(tasks=["click"], scale=[[1.0, 0.5]], shift=[[0.0, 0.5]]))
+    >>> cal = Calibration.fit(["click"], 2 * truth - 1, labels, np.ones_like(labels))  # logits off by × 2 − 1
+    >>> [round(cal.scale[0], 1), round(cal.shift[0], 1)]
+    [0.5, 0.5]
+    >>> probabilities(torch.tensor([[1.0]]), Calibration(tasks=["click"], scale=[0.5], shift=[0.5]))  # sigmoid(0.5 · 1 + 0.5)
     tensor([[0.7311]])
 """
 
@@ -32,52 +31,40 @@ from tamor.models.metrics import JUDGED_POSITIVES
 
 
 class Calibration(BaseModel):
-    """``p[:, t] = sigmoid(scale[t][k] · logit[:, t] + shift[t][k])`` for task ``t`` (``tasks``' order) and tier ``k``."""
+    """``p[:, t] = sigmoid(scale[t] · logit[:, t] + shift[t])`` for each task ``t`` in ``tasks``' order."""
 
     model_config = ConfigDict(frozen=True)
 
     tasks: list[str]
-    scale: list[list[float]]  # [T][K]
-    shift: list[list[float]]  # [T][K]
+    scale: list[float]
+    shift: list[float]
 
     @classmethod
-    def fit(cls, tasks: list[str], n_tiers: int, logits: np.ndarray, labels: np.ndarray, mask: np.ndarray,
-            tier: np.ndarray | None, min_positives: int = JUDGED_POSITIVES) -> Calibration:
-        """Fit on ``logits``, ``labels``, ``mask`` ``[N, T]`` (a row counts for task ``t`` where ``mask`` > 0) and ``tier
-        [N]`` (None: one map per task for every tier). A tier with fewer than ``min_positives`` of a class takes its
-        task's map; a task with too few keeps its logits (scale 1, shift 0), as does any map whose scale would not be
-        positive: a map never reverses an order."""
-        scale, shift = [], []
+    def fit(cls, tasks: list[str], logits: np.ndarray, labels: np.ndarray, mask: np.ndarray,
+            min_positives: int = JUDGED_POSITIVES) -> Calibration:
+        """Fit on ``logits``, ``labels`` and ``mask`` ``[N, T]`` (a row counts for task ``t`` where ``mask`` is > 0).
+        A task with fewer than ``min_positives`` of a class keeps its logits (scale 1, shift 0), as does one whose
+        fitted scale is not positive: the map never reverses an order."""
+        scale, shift = [1.0] * len(tasks), [0.0] * len(tasks)
         for t in range(len(tasks)):
             known = mask[:, t] > 0
-            overall = platt(logits[known, t], labels[known, t], min_positives) or (1.0, 0.0)
-            cells = [platt(logits[known & (tier == k), t], labels[known & (tier == k), t], min_positives) if tier is not None else None
-                     for k in range(n_tiers)]
-            cells = [cell or overall for cell in cells]
-            scale.append([a for a, _ in cells])
-            shift.append([b for _, b in cells])
+            y, x = labels[known, t], logits[known, t].astype(np.float64).reshape(-1, 1)
+            positives = int(y.sum())
+            if min(positives, len(y) - positives) < min_positives:
+                continue
+            fitted = LogisticRegression(C=np.inf).fit(x, y)  # unpenalised: two parameters, thousands of rows
+            if fitted.coef_[0, 0] > 0:
+                scale[t], shift[t] = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
         return cls(tasks=tasks, scale=scale, shift=shift)
 
-    def apply(self, logits: Tensor, tier: Tensor) -> Tensor:
-        """Calibrated logits ``[B, T]`` of ``logits [B, T]`` for rows of tiers ``tier [B]``."""
-        scale = torch.tensor(self.scale, dtype=logits.dtype, device=logits.device)  # [T, K]
+    def apply(self, logits: Tensor) -> Tensor:
+        """Calibrated logits ``[B, T]`` of ``logits [B, T]``."""
+        scale = torch.tensor(self.scale, dtype=logits.dtype, device=logits.device)
         shift = torch.tensor(self.shift, dtype=logits.dtype, device=logits.device)
-        tier = tier.to(logits.device).long()
-        return logits * scale[:, tier].T + shift[:, tier].T
+        return logits * scale + shift
 
 
-def platt(logits: np.ndarray, labels: np.ndarray, min_positives: int) -> tuple[float, float] | None:
-    """``(scale, shift)`` of an unpenalised logistic fit of ``labels [n]`` on ``logits [n]``; None with fewer than
-    ``min_positives`` of a class or a scale that is not positive."""
-    positives = int(labels.sum())
-    if min(positives, len(labels) - positives) < min_positives:
-        return None
-    fitted = LogisticRegression(C=np.inf).fit(logits.astype(np.float64).reshape(-1, 1), labels)  # two parameters, many rows
-    return (float(fitted.coef_[0, 0]), float(fitted.intercept_[0])) if fitted.coef_[0, 0] > 0 else None
-
-
-def probabilities(logits: Tensor, tier: Tensor, calibration: Calibration | None) -> Tensor:
-    """Probabilities ``[B, T]`` (float32) of stacked task logits ``[B, T]`` for rows of tiers ``tier [B]``, calibrated
-    when there is a map."""
+def probabilities(logits: Tensor, calibration: Calibration | None) -> Tensor:
+    """Probabilities ``[B, T]`` (float32) of stacked task logits ``[B, T]``, calibrated when there is a map."""
     logits = logits.float()
-    return torch.sigmoid(calibration.apply(logits, tier) if calibration is not None else logits)
+    return torch.sigmoid(calibration.apply(logits) if calibration is not None else logits)

@@ -250,22 +250,19 @@ def predict_split(model: nn.Module, batches: Iterable[Mapping[str, Tensor]], dev
             out = model(batch)
             logits = torch.stack([out[t] for t in tasks], dim=1).float()
             parts["logits"].append(logits.cpu().numpy())
-            parts["probs"].append(probabilities(logits, batch["tier"], calibration).cpu().numpy())
+            parts["probs"].append(probabilities(logits, calibration).cpu().numpy())
             for k in ("labels", "label_mask", "tier", "scenario"):
                 parts[k].append(batch[k].cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def calibrate(model: nn.Module, preds: Mapping[str, np.ndarray], spec: FeatureSpec, by: str) -> dict[str, np.ndarray]:
-    """Fit ``model``'s calibration (``by``: ``tier`` one map per task × tier, ``task`` one per task, ``none`` no
-    map) on its validation predictions (:func:`predict_split`'s, every worker's) and return them with the
-    calibrated probabilities: what training does after every epoch, before it measures and checkpoints."""
+def calibrate(model: nn.Module, preds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Fit ``model``'s calibration on its validation predictions (:func:`predict_split`'s logits, labels and masks,
+    every worker's) and return them with the calibrated probabilities: what training does after every epoch,
+    before it measures and checkpoints."""
     core = getattr(model, "module", model)
-    tier = preds["tier"] if by == "tier" else None
-    core.calibration = None if by == "none" else Calibration.fit(spec.task_names, len(spec.tiers), preds["logits"], preds["labels"],
-                                                                 preds["label_mask"], tier)
-    probs = probabilities(torch.from_numpy(preds["logits"]), torch.from_numpy(preds["tier"]), core.calibration)
-    return {**preds, "probs": probs.numpy()}
+    core.calibration = Calibration.fit(core.tasks, preds["logits"], preds["labels"], preds["label_mask"])
+    return {**preds, "probs": probabilities(torch.from_numpy(preds["logits"]), core.calibration).numpy()}
 
 
 def metrics_of(preds: Mapping[str, np.ndarray], spec: FeatureSpec) -> pd.DataFrame:

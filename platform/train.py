@@ -161,8 +161,9 @@ def validate(run: WorkerRun, shard, collate) -> tuple[pd.DataFrame, list[dict]]:
     on everyone's predictions."""
     batches = shard.iter_torch_batches(batch_size=4096, collate_fn=collate)
     own = predict_split(run.learner.judged, batches, run.learner.device, run.learner.amp)
+    own.pop("probs")  # the calibration refitted below gives them anew: they need not cross the wire
     preds, workers = gather_predictions(own, run.world)
-    return metrics_of(calibrate(run.learner.judged, preds, run.spec, run.cfg.calibration), run.spec), workers
+    return metrics_of(calibrate(run.learner.judged, preds), run.spec), workers
 
 
 def epoch_report(run: WorkerRun, epoch: int, stats: EpochStats, table: pd.DataFrame, workers: list[dict]) -> dict:

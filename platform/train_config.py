@@ -40,10 +40,6 @@ class TrainConfig(BaseModel):
         0.99, ge=0, lt=1, description="an exponential moving average of the weights, updated every step (its decay "
         "warms up to this over the first ~1,000 steps), is what is validated, checkpointed and served; 0: the raw weights"
     )
-    calibration: Literal["task", "tier", "none"] = Field(
-        "task", description="the map from logits to probabilities, fitted on validation after every epoch and served: "
-        "Platt scaling per task, per task × tier (for tiers with many validation positives each), or none (the raw sigmoid)"
-    )
     num_workers: int = Field(1, ge=1)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = Field(
         "PACK", description="where the workers go: STRICT_SPREAD puts each on its own node (a multi-node cluster)"
