@@ -9,15 +9,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from tamor.models.feature_spec import FeatureSpec
+from tamor.models.score_histograms import CALIBRATION_BINS, MIN_CLASS_ROWS, ScoreHistograms
 
-MIN_CLASS_ROWS = 10  # a cell's AUC is computed with at least this many rows of each class
 JUDGED_POSITIVES = 50  # a cell is judged (benchmark, promotion gate) with at least this many test positives
-
-
-CALIBRATION_BINS = 10  # equal-mass bins of the expected calibration error (rare positives crowd equal-width ones into one)
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
@@ -32,22 +29,6 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = CALIBRA
     return float(sum(len(i) * abs(p[i].mean() - y[i].mean()) for i in parts if len(i)) / len(p))
 
 
-def _cell(y: np.ndarray, p: np.ndarray, min_positives: int) -> dict:
-    pos = int(y.sum())
-    cell = {"n": len(y), "positives": pos, "auc": np.nan, "logloss": np.nan, "ece": np.nan, "note": ""}
-    if len(y) == 0:
-        cell["note"] = "no rows"
-    elif pos == 0 or pos == len(y):
-        cell["note"] = "one class only"
-    elif min(pos, len(y) - pos) < min_positives:
-        cell["note"] = f"fewer than {min_positives} of a class"
-    else:
-        cell["auc"] = roc_auc_score(y, p)
-        cell["logloss"] = log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])
-        cell["ece"] = expected_calibration_error(y, p)
-    return cell
-
-
 def evaluate_predictions(
     spec: FeatureSpec,
     probs: np.ndarray,
@@ -58,19 +39,10 @@ def evaluate_predictions(
     min_positives: int = MIN_CLASS_ROWS,
 ) -> pd.DataFrame:
     """One row per (task, slice, group): ``probs``, ``labels``, ``label_mask`` are ``[N, T]``, ``tier``
-    and ``scenario`` ``[N]``. Cells with one class or too few of one are kept with NaN and a note.
+    and ``scenario`` ``[N]``. Cells with one class or too few of one are kept with NaN and a note
+    (:class:`~tamor.models.score_histograms.ScoreHistograms`, which also scores a split batch by batch).
     """
-    rows = []
-    slices = [("overall", "all", np.ones(len(tier), dtype=bool))]
-    slices += [("tier", name, tier == i) for i, name in enumerate(spec.tiers)]
-    slices += [("scenario", name, scenario == i) for i, name in enumerate(spec.scenarios)]
-    for t, task in enumerate(spec.task_names):
-        known = label_mask[:, t] > 0
-        for kind, group, rows_in in slices:
-            sel = known & rows_in
-            cell = _cell(labels[sel, t], probs[sel, t], min_positives)
-            rows.append({"task": task, "slice": kind, "group": group, **cell})
-    return pd.DataFrame(rows)
+    return ScoreHistograms(spec).add(probs, labels, label_mask, tier, scenario).table(min_positives)
 
 
 def mean_auc(metrics: pd.DataFrame) -> float:
