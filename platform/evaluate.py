@@ -5,6 +5,7 @@ CSV and a PNG chart.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -13,7 +14,6 @@ import pandas as pd
 import ray
 import torch
 
-from tamor.models.base import MultiTaskModel
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.models.feature_spec import FeatureSpec
@@ -25,47 +25,31 @@ from tamor.platform.gate import Paired
 from tamor.platform.plots import save, subplots
 from tamor.platform.preprocess import encode_batch
 from tamor.platform.schema import LogSchema
-from tamor.platform.train import read_split
+from tamor.platform.step import batch_predictions
+from tamor.platform.train import SpecCollate, read_split
 
-SCORER_CPUS = 0.5  # per scoring actor: two beside Ray Data's reads on a 2-CPU machine (a whole CPU each would starve them)
+ADD_ROWS = 1 << 18  # predictions held at once, then added to the histograms (about 15 MB with five tasks)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, split: str = "test", batch_size: int = 8192,
-                        scorers: int = 2, use_gpu: bool = False) -> pd.DataFrame:
-    """Metrics of a checkpoint on a split: a Ray Data job (:func:`evaluate_model`)."""
+def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, split: str = "test", batch_size: int = 8192) -> pd.DataFrame:
+    """Metrics of a checkpoint on a split (:func:`evaluate_model`)."""
     model = load_model(checkpoint)
     spec = FeatureSpec.load(data_dir)
     if spec.task_names != model.tasks:
         raise TamorError(f"checkpoint tasks {model.tasks} do not match the data's {spec.task_names}")
-    return evaluate_model(model, read_split(data_dir, split, spec), spec, batch_size, scorers, use_gpu)
+    return evaluate_model(model, read_split(data_dir, split, spec), spec, batch_size)
 
 
-def evaluate_model(model: MultiTaskModel, rows: ray.data.Dataset, spec: FeatureSpec, batch_size: int = 8192,
-                   scorers: int = 2, use_gpu: bool = False) -> pd.DataFrame:
-    """Metrics of ``model`` on model-ready rows (see :func:`read_split`): batch inference with ``map_batches`` on a pool
-    of up to ``scorers`` actors (half a CPU each, or a GPU each; Ray Data adds actors while blocks queue), the driver adding each batch's probabilities to per-cell
-    score histograms and letting it go, so its memory does not grow with the rows."""
-    resources = {"num_gpus": 1} if use_gpu else {"num_cpus": SCORER_CPUS}
-    scored = rows.map_batches(BatchScorer, fn_constructor_kwargs={"model": model, "use_gpu": use_gpu}, batch_size=batch_size,
-                              batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=scorers), **resources)
+def evaluate_model(model: torch.nn.Module, rows: ray.data.Dataset, spec: FeatureSpec, batch_size: int = 8192) -> pd.DataFrame:
+    """Metrics of ``model`` on model-ready rows (see :func:`read_split`), streamed through Ray Data: each batch's
+    probabilities are added to per-cell score histograms and let go, so memory does not grow with the rows."""
     histograms = ScoreHistograms(spec)
-    for batch in scored.iter_batches(batch_format="numpy", batch_size=None):
-        histograms.add(batch["probs"], batch["labels"], batch["label_mask"], batch["tier"], batch["scenario"])
+    batches = rows.iter_torch_batches(batch_size=batch_size, collate_fn=SpecCollate(spec))
+    predictions = batch_predictions(model, batches, torch.device("cpu"))
+    while chunk := list(itertools.islice(predictions, max(1, ADD_ROWS // batch_size))):  # each add touches every bin
+        p = {k: np.concatenate([c[k] for c in chunk]) for k in ("probs", "labels", "label_mask", "tier", "scenario")}
+        histograms.add(p["probs"], p["labels"], p["label_mask"], p["tier"], p["scenario"])
     return histograms.table()
-
-
-class BatchScorer:
-    """A Ray Data actor holding the model: model-ready columns ``[B]`` → ``probs``, ``labels``, ``label_mask`` ``[B, T]``
-    and ``tier``, ``scenario`` ``[B]`` (the model's calibrated probabilities and what the metrics need)."""
-
-    def __init__(self, model: MultiTaskModel, use_gpu: bool):
-        self.device = torch.device("cuda" if use_gpu else "cpu")
-        self.model = model.to(self.device).eval()
-
-    def __call__(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch = batch_from_columns(self.model.spec, cols, device=self.device)
-        return {"probs": self.model.predict_proba(batch).cpu().numpy(), "tier": cols["tier"], "scenario": cols["scenario"],
-                **{k: batch[k].cpu().numpy() for k in ("labels", "label_mask")}}
 
 
 def paired_test_predictions(new_file: str | Path, current_file: str | Path | None, data_dir: str | Path,

@@ -236,24 +236,27 @@ def in_order(split: Mapping[str, Tensor], size: int) -> Iterator[Batch]:
 # ------------------------------------------------------------------------------- evaluation
 
 
-def predict_split(model: nn.Module, batches: Iterable[Mapping[str, Tensor]], device: torch.device,
-                  amp: bool = False) -> dict[str, np.ndarray]:
-    """Run ``model`` over batches: logits, probabilities (through the model's calibration, if any), labels and
-    masks ``[N, T]``, tier and scenario ``[N]``."""
+def batch_predictions(model: nn.Module, batches: Iterable[Mapping[str, Tensor]], device: torch.device,
+                      amp: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Run ``model`` over batches, yielding per batch: logits, probabilities (through the model's calibration, if
+    any), labels and masks ``[B, T]``, tier and scenario ``[B]``."""
     core = getattr(model, "module", model)
     tasks, calibration = core.tasks, getattr(core, "calibration", None)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("logits", "probs", "labels", "label_mask", "tier", "scenario")}
     model.eval()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         for batch in batches:
             batch = to_device(batch, device)
             out = model(batch)
             logits = torch.stack([out[t] for t in tasks], dim=1).float()
-            parts["logits"].append(logits.cpu().numpy())
-            parts["probs"].append(probabilities(logits, calibration).cpu().numpy())
-            for k in ("labels", "label_mask", "tier", "scenario"):
-                parts[k].append(batch[k].cpu().numpy())
-    return {k: np.concatenate(v) for k, v in parts.items()}
+            yield {"logits": logits.cpu().numpy(), "probs": probabilities(logits, calibration).cpu().numpy(),
+                   **{k: batch[k].cpu().numpy() for k in ("labels", "label_mask", "tier", "scenario")}}
+
+
+def predict_split(model: nn.Module, batches: Iterable[Mapping[str, Tensor]], device: torch.device,
+                  amp: bool = False) -> dict[str, np.ndarray]:
+    """Every batch's :func:`batch_predictions`, concatenated: ``[N, T]`` and ``[N]``."""
+    parts = list(batch_predictions(model, batches, device, amp))
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("logits", "probs", "labels", "label_mask", "tier", "scenario")}
 
 
 def calibrate(model: nn.Module, preds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
