@@ -2,7 +2,8 @@
 
     python bench/evaluate_stream.py --checkpoint runs/x/checkpoint_… --data data/ --rows 1000000 7500000
 
-The test split's rows are repeated into Parquet files of ``--rows`` rows (written once, before the clocks start). For each size, in one run:
+The test split's rows are repeated into Parquet files of ``--rows`` rows (written once, before the clocks start).
+For each size, in one run:
 
 - **streamed**: what `tamor evaluate` runs (:func:`tamor.platform.evaluate.evaluate_model`): Ray Data batches scored
   in the driver, each batch's probabilities added to per-cell score histograms and let go;
@@ -56,7 +57,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--batch-size", type=int, default=8192)
-    ap.add_argument("--no-driver", action="store_true", help="time the streamed evaluation alone")
+    ap.add_argument("--streamed-only", action="store_true", help="time the streamed evaluation alone")
     args = ap.parse_args()
 
     from tamor.models.factory import load_model
@@ -69,12 +70,12 @@ def main() -> None:
     from tamor.platform.step import predict_split
     from tamor.platform.train import SpecCollate
 
-    init_ray(num_cpus=2, log_dir=Path(tempfile.mkdtemp(prefix="evaluate-job-logs-")), verbose=False)
+    init_ray(num_cpus=2, log_dir=Path(tempfile.mkdtemp(prefix="evaluate-stream-logs-")), verbose=False)
     model, spec = load_model(args.checkpoint), FeatureSpec.load(args.data)
     columns = batch_columns(spec)
     test = pd.read_parquet(DataDir(args.data).split("test"), columns=columns)
     part = pd.concat([test] * -(-FILE_ROWS // len(test)), ignore_index=True).head(FILE_ROWS)
-    work = Path(tempfile.mkdtemp(prefix="evaluate-job-"))
+    work = Path(tempfile.mkdtemp(prefix="evaluate-stream-"))
 
     def rows(n: int):
         """A split of ``n`` rows on disk, as `tamor preprocess` leaves one: Parquet files of the test rows repeated."""
@@ -94,7 +95,7 @@ def main() -> None:
     for n in args.rows:
         rows(n)
         results = {"streamed": measured(lambda: evaluate_model(model, rows(n), spec, args.batch_size))}
-        if not args.no_driver:
+        if not args.streamed_only:
             results["gathered"] = measured(lambda: gathered(n))
         for path, (seconds, peak) in results.items():
             print(f"{n:>10,} {path:>9} {seconds:>8.1f} {n / seconds:>10,.0f} {peak:>6.0f} MiB", flush=True)

@@ -1,4 +1,4 @@
-"""Evaluation metrics (scikit-learn): AUC, log loss and calibration error per task, overall, per tier and per scenario,
+"""Evaluation metrics: AUC, log loss and calibration error per task, overall, per tier and per scenario,
 the paper's table (AUC per task per user tier, model A vs model B, relative lift) and a paired
 bootstrap of the AUC difference between two models on the same rows.
 """

@@ -47,8 +47,7 @@ def evaluate_model(model: torch.nn.Module, rows: ray.data.Dataset, spec: Feature
     batches = rows.iter_torch_batches(batch_size=batch_size, collate_fn=SpecCollate(spec))
     predictions = batch_predictions(model, batches, torch.device("cpu"))
     while chunk := list(itertools.islice(predictions, max(1, ADD_ROWS // batch_size))):  # each add touches every bin
-        p = {k: np.concatenate([c[k] for c in chunk]) for k in ("probs", "labels", "label_mask", "tier", "scenario")}
-        histograms.add(p["probs"], p["labels"], p["label_mask"], p["tier"], p["scenario"])
+        histograms.add(**{k: np.concatenate([c[k] for c in chunk]) for k in ("probs", "labels", "label_mask", "tier", "scenario")})
     return histograms.table()
 
 

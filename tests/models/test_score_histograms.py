@@ -38,5 +38,5 @@ def test_batches_added_one_by_one_give_the_table_of_all_rows_at_once():
     streamed = ScoreHistograms(make_spec())
     for part in np.array_split(np.arange(6000), 7):
         streamed.add(probs[part], labels[part], mask[part], tier[part], scenario[part])
-    pd_cols = ["n", "positives", "auc", "logloss", "ece"]
-    np.testing.assert_allclose(streamed.table()[pd_cols].to_numpy(float), whole[pd_cols].to_numpy(float), rtol=1e-9)
+    metrics = ["n", "positives", "auc", "logloss", "ece"]
+    np.testing.assert_allclose(streamed.table()[metrics].to_numpy(float), whole[metrics].to_numpy(float), rtol=1e-9)
