@@ -1,64 +1,71 @@
-"""Ray Data preprocessing vs a single-process pandas implementation of the same transformation.
+"""Where `tamor preprocess` spends its time: each stage's seconds and share, per log size, in one run.
 
-    python bench/preprocess.py --rows 1000000 10000000
+    python bench/preprocess.py --rows 1000000 4000000
 
-For each size: generate the synthetic logs (Ray Data), then time `tamor preprocess` (Ray Data,
-streaming) and the same steps in one pandas process (read all, check, fit on train, encode, write
-splits and online snapshots), in one run. Prints rows/s of each, the ratio, and the peak resident
-memory of the driver process (Ray's driver) and of the pandas process.
+For each size: generate the synthetic logs (Ray Data), then run `preprocess` with each stage timed on the driver
+(the driver waits on Ray Data's execution of each stage, so a stage's time is its wall time). The tree teacher is
+split into its fit (on the driver) and its predict (written with the train split). Prints rows/s overall, and a
+table of stages: seconds and share of the whole.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
-PANDAS_VERSION = r'''
-import resource, sys, time
-from pathlib import Path
-import numpy as np, pandas as pd
-from tamor.platform.schema import load_schema
-from tamor.platform.validate import check_batch, REASON
-from tamor.platform.preprocess import _fit_partials, encode_batch, Fitted, MISSING, SPLITS
-src, out = Path(sys.argv[1]), Path(sys.argv[2])
-schema = load_schema("synthetic")
-start = time.perf_counter()
-raw = pd.read_parquet(src)
-checked = check_batch(raw, schema)
-bad = checked[checked[REASON] != ""]; good = checked[checked[REASON] == ""]
-out.mkdir(parents=True)
-bad.to_parquet(out / "quarantine.parquet")
-t = pd.to_numeric(good[schema.timestamp]); lo, hi = t.min(), t.max() + 1.0
-cuts = (lo + 0.75 * (hi - lo), lo + 0.85 * (hi - lo))
-tot = _fit_partials(good, schema, cuts).groupby(["column", "value"], as_index=False)["n"].sum()
-vocab, stats = {}, {}
-for f in schema.features:
-    r = tot[tot["column"] == f.column]
-    if f.type == "categorical":
-        k = r[r["n"] >= schema.preprocess.min_frequency].sort_values(["n", "value"], ascending=[False, True])
-        vocab[f.column] = {v: i + 1 for i, v in enumerate(k["value"])}
-    else:
-        s = dict(zip(r["value"], r["n"])); m = s["__sum__"] / s["__count__"]
-        stats[f.column] = (m, float(np.sqrt(max(s["__sumsq__"] / s["__count__"] - m * m, 1e-12))))
-enc = encode_batch(good, schema, Fitted(vocab, stats, list(schema.scenario.values)), cuts)
-for s in SPLITS:
-    enc[enc["split"] == s].drop(columns="split").to_parquet(out / f"{s}.parquet")
-enc.sort_values("ts").drop_duplicates("user_id", keep="last").to_parquet(out / "users.parquet")
-enc.sort_values("ts").drop_duplicates("item_id", keep="last").to_parquet(out / "items.parquet")
-elapsed = time.perf_counter() - start
-print(f"{elapsed} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}")
-'''
+# (module attribute, stage name); a stage nested in another is subtracted from it
+STAGES = [
+    ("_read_and_check", "read + check rows → staging"),
+    ("_quarantine", "quarantine and count reasons"),
+    ("_cut_points", "time cut points (sketch)"),
+    ("fit", "fit the encoder (vocabularies, statistics)"),
+    ("_move_splits", "count the written splits"),
+    ("fit_tree_bins", "tree bin edges of numerics"),
+    ("write_online", "online snapshots (shuffle by key)"),
+    ("fit_teachers", "teacher: fit (driver)"),
+    ("write_teacher", "teacher: predict and rewrite train"),
+]
+NESTED = {"write_teacher": "fit_teachers"}  # write_teacher calls fit_teachers
+WHOLE = "_encode_and_write"  # its time not in a stage above is encoding and writing the splits
+
+
+def timed(seconds: dict[str, float], name: str, fn: Callable) -> Callable:
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            seconds[name] += time.perf_counter() - start
+    return wrapper
+
+
+def instrument(seconds: dict[str, float]) -> None:
+    """Wrap each stage function where `_preprocess` and its helpers look it up."""
+    import tamor.platform.preprocess as pre
+
+    for attr in [a for a, _ in STAGES] + [WHOLE]:
+        setattr(pre, attr, timed(seconds, attr, getattr(pre, attr)))
+
+
+def table(total: float, seconds: dict[str, float]) -> list[tuple[str, float]]:
+    own = dict(seconds)
+    for outer, inner in NESTED.items():
+        own[outer] -= own[inner]
+    inside = sum(own[a] for a, _ in STAGES if a not in ("_read_and_check", "_quarantine"))
+    lines = [(name, own[attr]) for attr, name in STAGES]
+    lines.append(("encode + write splits and raw test", own[WHOLE] - inside))
+    lines.append(("rest (listing, stats, cleanup)", total - sum(s for _, s in lines)))
+    return lines
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
     from tamor.platform.generate import generate
@@ -67,28 +74,23 @@ def main() -> None:
     from tamor.platform.schema import load_schema
     from tamor.platform.world import WorldConfig
 
-    init_ray()
+    init_ray(verbose=False)
+    seconds: dict[str, float] = defaultdict(float)
+    instrument(seconds)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="tamor-bench-"))
-    results = []
     for rows in args.rows:
         d = root / f"rows{rows}"
         shutil.rmtree(d, ignore_errors=True)
         generate(WorldConfig(rows=rows, rows_per_block=250_000), d)
+        seconds.clear()
         start = time.perf_counter()
-        preprocess(str(d / "logs"), load_schema("synthetic"), d / "ray")
-        ray_s = time.perf_counter() - start
-        ray_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        done = subprocess.run([sys.executable, "-c", PANDAS_VERSION, str(d / "logs"), str(d / "pandas")], capture_output=True, text=True)
-        if done.returncode != 0:
-            print(done.stderr[-2000:])
-            pandas_s, pandas_rss = float("nan"), float("nan")
-        else:
-            pandas_s, pandas_rss = map(float, done.stdout.split()[-2:])
-        results.append((rows, rows / ray_s, rows / pandas_s, ray_rss, pandas_rss))
+        preprocess(str(d / "logs"), load_schema("synthetic"), d / "data")
+        total = time.perf_counter() - start
+        print(f"\n{rows:,} rows: {total:.1f} s, {rows / total:,.0f} rows/s")
+        print(f"{'stage':<44}{'s':>9}{'share':>8}")
+        for name, s in table(total, seconds):
+            print(f"{name:<44}{s:>9.1f}{s / total:>8.0%}")
         shutil.rmtree(d, ignore_errors=True)
-    print(f"\n{'rows':>12}{'ray rows/s':>14}{'pandas rows/s':>15}{'ray/pandas':>12}{'driver peak MiB':>17}{'pandas peak MiB':>17}")
-    for rows, r, pd_, rr, pr in results:
-        print(f"{rows:>12,}{r:>14,.0f}{pd_:>15,.0f}{r / pd_:>11.2f}x{rr:>17,.0f}{pr:>17,.0f}")
 
 
 if __name__ == "__main__":
