@@ -13,16 +13,18 @@ from ray.data.context import ShuffleStrategy
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# Ray Data's own settings, as environment variables so that the workers of a private cluster inherit them
-# (docs/decisions.md, "Ray Data's Parquet reader and shuffle"): the V1 Parquet reader (V2 lists footers through
-# a pool of actors, a second or more per read) and the actor hash shuffle (SHUFFLE_V2 waits seconds per shuffle).
-DATA_SETTINGS = {"RAY_DATA_USE_DATASOURCE_V2": "0", "RAY_DATA_DEFAULT_SHUFFLE_STRATEGY": "hash_shuffle"}
+# Ray's own settings for a cluster of a few CPUs, as environment variables: a private cluster's workers inherit
+# them, Ray Train passes its own from the driver to its controller (docs/decisions.md, "Ray's fixed costs"):
+# the V1 Parquet reader (V2 lists footers through a pool of actors, a second or more per read), the actor hash
+# shuffle (SHUFFLE_V2 waits seconds per shuffle), and Ray Train's controller polling its workers every 0.5 s, not 2.
+RAY_SETTINGS = {"RAY_DATA_USE_DATASOURCE_V2": "0", "RAY_DATA_DEFAULT_SHUFFLE_STRATEGY": "hash_shuffle",
+                "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 
 
-def apply_data_settings() -> None:
-    """:data:`DATA_SETTINGS` (unless the environment names others) in this process's Ray Data context and in the
-    environment that the workers it starts inherit. Call it in every process that builds datasets."""
-    for name, value in DATA_SETTINGS.items():
+def apply_ray_settings() -> None:
+    """:data:`RAY_SETTINGS` (unless the environment names others) in this process's environment, which the workers
+    it starts inherit, and in its Ray Data context. Call it in every process that builds datasets or trainers."""
+    for name, value in RAY_SETTINGS.items():
         os.environ.setdefault(name, value)
     context = ray.data.DataContext.get_current()
     context.use_datasource_v2 = os.environ["RAY_DATA_USE_DATASOURCE_V2"].lower() in ("1", "true")
@@ -45,7 +47,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
         quiet_console()  # before ray.init too: its own start-up notices
         _warnings_off_console()
     context = None
-    apply_data_settings()  # before Ray starts: a private cluster's workers inherit the environment
+    apply_ray_settings()  # before Ray starts: a private cluster's workers inherit the environment
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         level = logging.INFO if verbose else logging.WARNING

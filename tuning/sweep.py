@@ -28,7 +28,7 @@ from tamor.models.factory import MODEL_FILE
 from tamor.platform.data_dir import DataDir
 from tamor.platform.objectives import TIER_TASK_WEIGHTS
 from tamor.platform.plots import save, subplots
-from tamor.platform.ray_env import apply_data_settings
+from tamor.platform.ray_env import apply_ray_settings
 from tamor.platform.registry import Registry
 from tamor.platform.tracking import Tracker, resolve_mode
 from tamor.platform.train import TrainConfig, build_trainer, unique_name
@@ -66,7 +66,7 @@ def trial_train_config(base: TrainConfig, params: dict[str, Any], tasks: list[st
 
 def run_trial(params: dict[str, Any]) -> None:
     """One Tune trial: a full ``TorchTrainer`` run, its epoch reports forwarded to Tune."""
-    apply_data_settings()  # the trial's process reads the splits: on a `ray start` cluster it inherits nothing
+    apply_ray_settings()  # the trial's process builds the trainer: on a `ray start` cluster it inherits nothing
     base = TrainConfig.model_validate(params["base"])
     cfg = trial_train_config(base, params, params["tasks"])
     context = tune.get_context()
