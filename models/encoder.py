@@ -6,9 +6,9 @@ directory. Preprocessing applies it inside Ray Data; serving applies it to reque
 cold-start rows; every checkpoint and registry version carries a copy, so a served model is refused
 when its encoder differs from the feature store's (:attr:`Encoder.fingerprint`).
 
-It is Ray-free and pandas/NumPy only. Raw values of any kind (str, int, float, bool, bytes, None, NaN)
-first become canonical text (:func:`canonical_text`), so 94, 94.0, "94" and " 94 " are one category
-whether they came from a CSV, a Parquet column of floats or a JSON request.
+It is Ray-free: pandas, NumPy and PyArrow's string kernels only. Raw values of any kind (str, int, float,
+bool, bytes, None, NaN) first become canonical text (:func:`canonical_text`), so 94, 94.0, "94" and " 94 " are
+one category whether they came from a CSV, a Parquet column of floats or a JSON request.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from tamor.models.feature_spec import SIDES, CategoricalField, FeatureSpec, NumericField, Side, TaskSpec
@@ -29,6 +31,7 @@ ENCODER_FILE = "encoder.json"
 FORMAT = "tamor-encoder/1"
 MISSING = "<missing>"  # the token a missing categorical value counts as (an id if frequent in train)
 OOV = 0  # the id of every value outside a vocabulary
+_WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())  # what str.strip() removes (none above U+3000)
 
 
 def canonical_text(value: Any, strip: bool = True) -> str | None:
@@ -73,14 +76,29 @@ def as_text(values: pd.Series | Sequence[Any], strip: bool = True) -> pd.Series:
         x = series.to_numpy()
         text = np.where(x, "True", "False") if dtype.kind == "b" else x.astype(str)
         return pd.Series(text.astype(object), index=series.index, dtype=object)
+    strings = _as_arrow_strings(series)
+    if strings is not None:  # Arrow's kernels: one pass in C, not a Python call per value
+        if strip:
+            strings = pc.utf8_trim(strings, characters=_WHITESPACE)
+        strings = pc.if_else(pc.equal(strings, ""), pa.scalar(None, pa.string()), strings)
+        return pd.Series(strings.to_numpy(zero_copy_only=False), index=series.index, dtype=object)
     objects = series.astype(object)
-    present = objects.notna().to_numpy()
-    if pd.api.types.infer_dtype(objects, skipna=True) in ("string", "empty"):
-        text = objects.str.strip() if strip else objects
-        return text.where(present & (text != "").to_numpy(), None).astype(object)
     codes, uniques = pd.factorize(objects, use_na_sentinel=True)
     mapped = np.array([canonical_text(v, strip) for v in uniques] + [None], dtype=object)
     return pd.Series(mapped[codes], index=series.index, dtype=object)  # code -1 (missing) takes the last entry: None
+
+
+def _as_arrow_strings(series: pd.Series) -> pa.Array | pa.ChunkedArray | None:
+    """A column of text (and missing values) as Arrow strings; None when it holds anything else, or text that is
+    not valid UTF-8 (a lone surrogate), which :func:`canonical_text` then takes value by value."""
+    if not isinstance(series.dtype, pd.StringDtype):
+        if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty"):
+            return None
+    try:
+        return pa.array(series.array if isinstance(series.dtype, pd.StringDtype) else series.to_numpy(), type=pa.string(),
+                        from_pandas=True)
+    except (pa.ArrowException, UnicodeEncodeError):
+        return None
 
 
 def parse_number(text: pd.Series) -> pd.Series:

@@ -32,8 +32,10 @@ def parse_label(text: pd.Series, task: Task) -> pd.Series:
     if task.positive is not None:
         positive = set(task.positive)
         return text.map(lambda v: np.nan if v is None else float(v in positive)).astype("float64")
-    # booleans (Parquet bool columns, "true"/"False" in text) are labels too
-    num = parse_number(text.map(lambda v: _BOOLEAN.get(v.lower(), v), na_action="ignore"))
+    num = parse_number(text)
+    words = text.notna() & num.isna()  # booleans (Parquet bool columns, "true"/"False" in text) are labels too
+    if words.any():
+        num[words] = parse_number(text[words].map(lambda v: _BOOLEAN.get(v.lower(), v)))
     bad = text.notna() & ~num.isin([0.0, 1.0])
     return num.where(~bad, -1.0)
 

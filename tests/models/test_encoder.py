@@ -1,5 +1,7 @@
 """The one encoder: raw values of any kind become the same model inputs wherever they come from."""
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +23,9 @@ ENCODER = Encoder(
 )
 
 
+WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())  # all that str.strip() removes
+
+
 def test_as_text_is_canonical_text_on_every_value_of_every_column_type():
     """The vectorised column paths agree with the one-value definition, value by value."""
     rng = np.random.default_rng(0)
@@ -33,6 +38,8 @@ def test_as_text_is_canonical_text_on_every_value_of_every_column_type():
         pd.Series(np.array([0, 7, 2**64 - 1], dtype=np.uint64)), pd.Series([True, False, True]),
         pd.Series([" a ", "b", "", "  ", None, "94"], dtype=object), pd.Series(["x ", None, "y"], dtype="string"),
         pd.Series([b" 94 ", 94.0, 94, "94", None, float("nan"), True, "  "], dtype=object),
+        pd.Series([f"{c}x{c}" for c in WHITESPACE] + [WHITESPACE, "\u200bx\u200b", "é ", pd.NA]),  # Arrow's trim
+        pd.Series([" a ", None, "b \u3000"], dtype="str"), pd.Series(["a\ud800 ", "b "], dtype=object),  # a lone surrogate
     ]
     for column in columns:
         for strip in (True, False):
