@@ -43,6 +43,9 @@ from tamor.platform.validate import FILE, KEY, REASON, check_batch, parse_label
 
 OTHER_SCENARIO = "<other>"
 _HASH_BUCKETS = 1_000_000
+# Rows per call of the row checks and the encoder's statistics: each call has a fixed cost of many pandas operations,
+# and Ray Data's reader splits files into blocks of a few thousand rows, one call each unless told otherwise.
+BATCH_ROWS = 65_536
 
 
 class PreprocessError(TamorError, RuntimeError):
@@ -133,7 +136,7 @@ def _fit_partials(batch: pd.DataFrame, schema: LogSchema, cuts: tuple[float, flo
 def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) -> Encoder:
     """The encoder, fitted on train rows: vocabularies (min frequency), numeric statistics, scenarios."""
     totals = (
-        good.map_batches(_fit_partials, fn_kwargs={"schema": schema, "cuts": cuts}, batch_format="pandas")
+        good.map_batches(_fit_partials, fn_kwargs={"schema": schema, "cuts": cuts}, batch_format="pandas", batch_size=BATCH_ROWS)
         # a few partitions: the partials are one row per distinct value, and Ray's default of 200 reduce
         # tasks cost minutes of scheduling on a small multi-node cluster
         .groupby(["column", "value"], num_partitions=4)
@@ -309,9 +312,8 @@ def _read_and_check(source: str | list[str], schema: LogSchema, data: DataDir) -
     files = source_files(sources, schema.source.format)
     checks = {"schema": schema, "now": time.time()}  # one clock for every block's future-timestamp check
     try:
-        read_source(files, schema, columns).map_batches(check_batch, fn_kwargs=checks, batch_format="pandas").write_parquet(
-            str(data.staging)
-        )
+        read_source(files, schema, columns).map_batches(check_batch, fn_kwargs=checks, batch_format="pandas", batch_size=BATCH_ROWS
+                                                         ).write_parquet(str(data.staging))
     except Exception as e:  # a file that does not parse: one line naming it, not Ray's traceback
         if isinstance(e, TamorError):
             raise
@@ -360,8 +362,8 @@ def _encode_and_write(schema: LogSchema, data: DataDir, rows_in: int) -> tuple[d
     good.map_batches(encode_batch, fn_kwargs={"schema": schema, "encoder": encoder, "cuts": cuts}, batch_format="pandas").write_parquet(
         str(data.encoded_staging), partition_cols=["split"]
     )
-    good.map_batches(_rows_of, fn_kwargs={"split": "test", "schema": schema, "cuts": cuts}, batch_format="pandas").drop_columns(
-        [REASON]).write_parquet(str(data.raw_test))
+    good.map_batches(_rows_of, fn_kwargs={"split": "test", "schema": schema, "cuts": cuts}, batch_format="pandas",
+                     batch_size=BATCH_ROWS).drop_columns([REASON]).write_parquet(str(data.raw_test))
     rows_out = _move_splits(data)
     if schema.preprocess.numeric_bin_edges == "tree":  # edges shape the model's input layer, not the encoded columns
         numeric = fit_tree_bins(ray.data.read_parquet(str(data.split("train"))), rows_out["train"], spec, schema.preprocess.numeric_bins)
