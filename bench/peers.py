@@ -242,7 +242,7 @@ def judge(auc: pd.DataFrame, predictions: dict[str, np.ndarray], spec: FeatureSp
         labels, fits = cell_predictions(task, group, ["tamor", *others.index], predictions, spec, test)
         boot = bootstrap_mean_aucs(labels, fits)
         for name, value in others.items():
-            d = difference_interval(labels, fits["tamor"], fits[name], boot["tamor"], boot[name])
+            d = difference_interval(row["tamor"] - value, boot["tamor"], boot[name])
             judged.append({"task": task, "tier": group, "test pos.": positives, "against": name, "tamor": f"{row['tamor']:.4f}",
                            "other": f"{value:.4f}", "Δ": f"{d['diff']:+.4f}", "95% interval": f"[{d['low']:+.4f}, {d['high']:+.4f}]",
                            "verdict": VERDICTS[verdict(d["low"], d["high"])]})

@@ -121,16 +121,30 @@ def evaluate_both(demo: Demo, runs: dict[str, dict]) -> pd.DataFrame:
     from tamor.platform.registry import Registry
 
     out = demo.out
-    with demo.step("evaluate on the test split and write the paper's table") as s:
+    with demo.step("evaluate on the test split, write the paper's table and judge each cell") as s:
         metrics = {name: evaluate_checkpoint(r["best_checkpoint"], demo.data) for name, r in runs.items()}
         for name, m in metrics.items():
             m.to_csv(out / f"{name}_test_metrics.csv", index=False)
         table = write_comparison(metrics["tamor"], metrics["mmoe"], "tamor", "mmoe", out)
         log_evaluation(demo.runs, table, out / "paper_table.png")
-        s["figure"] = f"TAMOR ahead of MMoE in {int((table['lift_pct'] > 0).sum())} of {int(table['lift_pct'].notna().sum())} cells"
+        s["figure"] = judge_cells(demo, {name: Path(r["best_checkpoint"]) / MODEL_FILE for name, r in runs.items()})
     Registry(out / "registry").export(Path(runs["tamor"]["best_checkpoint"]) / MODEL_FILE, runs["tamor"]["best_metrics"],
                                       metric="val_auc_mean", source={"kind": "run", "run": runs["tamor"]["name"]})
     return table
+
+
+def judge_cells(demo: Demo, models: dict[str, Path]) -> str:
+    """TAMOR against MMoE in each task × (overall, tier) cell by the one verdict rule (the promotion gate's paired bootstrap on
+    the same test rows), written to ``verdicts.csv``; returns the counts in one line."""
+    from tamor.cli.report import verdict_line
+    from tamor.platform.evaluate import paired_test_predictions
+    from tamor.platform.gate import GateConfig, compare
+    from tamor.platform.schema import load_schema
+
+    paired = paired_test_predictions(models["tamor"], models["mmoe"], demo.data, load_schema("synthetic"))
+    table = compare(paired, GateConfig()).table.rename(columns={"auc_new": "auc_tamor", "auc_current": "auc_mmoe"})
+    table.to_csv(demo.out / "verdicts.csv", index=False)
+    return verdict_line(table)
 
 
 def sweep_stage(demo: Demo, runs: dict[str, dict]) -> dict | None:

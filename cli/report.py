@@ -1,6 +1,6 @@
 """`tamor report`: the Markdown report of a run directory written by `tamor demo` (or by hand).
 
-It reads only files: ``paper_table.csv``, ``tamor_test_metrics.csv``, ``sweep.json``, ``fig3.json``
+It reads only files: ``paper_table.csv``, ``verdicts.csv``, ``tamor_test_metrics.csv``, ``sweep.json``, ``fig3.json``
 and ``fig3.png``, ``serving.json``, ``ab.json``, ``census_table.csv`` — whichever are present.
 """
 
@@ -11,9 +11,41 @@ from pathlib import Path
 
 import pandas as pd
 
+from tamor.models.metrics import JUDGED_POSITIVES, verdict
+
+VERDICT_WORDS = {1: "ahead", 0: "level", -1: "behind"}
+
 
 def _md(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, floatfmt=".4f")
+
+
+def cell_verdicts(verdicts: pd.DataFrame) -> pd.Series:
+    """Per row of a promotion-gate table (``judged``, ``low``, ``high``; TAMOR as the new model): "ahead", "level" or
+    "behind" by the one verdict rule, "" where the cell has too few positives to judge."""
+    return pd.Series([VERDICT_WORDS[verdict(low, high)] if judged else "" for judged, low, high in
+                      zip(verdicts["judged"], verdicts["low"], verdicts["high"])], index=verdicts.index, dtype=str)
+
+
+def verdict_line(verdicts: pd.DataFrame) -> str:
+    """How many judged cells TAMOR is ahead of MMoE in, level and behind, in one line."""
+    calls = cell_verdicts(verdicts).value_counts()
+    return (f"TAMOR against MMoE by the paired 95% interval: {calls.get('ahead', 0)} cells ahead, {calls.get('level', 0)} level, "
+            f"{calls.get('behind', 0)} behind of {calls.drop('', errors='ignore').sum()} judged")
+
+
+def _paper_table(run: Path) -> str:
+    """The paper's table, with each tier cell's verdict when the run judged them (``verdicts.csv``)."""
+    table = pd.read_csv(run / "paper_table.csv")
+    line = f"Mean lift {table['lift_pct'].mean():+.2f}%."
+    if (run / "verdicts.csv").exists():
+        verdicts = pd.read_csv(run / "verdicts.csv")
+        calls = verdicts.assign(verdict=cell_verdicts(verdicts).replace("", "–"))
+        table = table.merge(calls[calls["slice"] == "tier"].rename(columns={"group": "tier"})[["task", "tier", "verdict"]], how="left")
+        line += (f" {verdict_line(verdicts)} (test rows resampled; cells with ≥ {JUDGED_POSITIVES} test positives, overall "
+                 "included; a lift inside its interval is noise).")
+    return ("## The paper's table: TAMOR vs MMoE, test AUC per task and user tier\n\n" + line + "\n\n" + _md(table)
+            + "\n\n![paper table](paper_table.png)\n")
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -23,13 +55,7 @@ def write_report(run_dir: str | Path) -> Path:
         timings = json.loads((run / "timings.json").read_text())
         parts.append("## Steps\n\n" + _md(pd.DataFrame(list(timings.items()), columns=["step", "seconds"])) + "\n")
     if (run / "paper_table.csv").exists():
-        table = pd.read_csv(run / "paper_table.csv")
-        ahead = int((table["lift_pct"] > 0).sum())
-        parts.append(
-            "## The paper's table: TAMOR vs MMoE, test AUC per task and user tier\n\n"
-            f"TAMOR ahead in {ahead} of {table['lift_pct'].notna().sum()} cells "
-            f"(mean lift {table['lift_pct'].mean():+.2f}%).\n\n" + _md(table) + "\n\n![paper table](paper_table.png)\n"
-        )
+        parts.append(_paper_table(run))
     if (run / "tamor_test_metrics.csv").exists():
         m = pd.read_csv(run / "tamor_test_metrics.csv")
         scen = m[m["slice"] == "scenario"].pivot(index="group", columns="task", values="auc").reset_index()

@@ -5,10 +5,13 @@ bootstrap of the AUC difference between two models on the same rows.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from sklearn.metrics import roc_auc_score
 
 from tamor.models.feature_spec import FeatureSpec
@@ -65,27 +68,44 @@ def paper_table(a: pd.DataFrame, b: pd.DataFrame, name_a: str = "tamor", name_b:
 
 
 def weighted_aucs(labels: np.ndarray, probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """AUC of ``probs [N]`` against ``labels [N]`` for each row of ``counts [R, N]`` (how often each row is drawn
-    in a resample): ``[R]``, the same as ``roc_auc_score`` on the rows repeated by their counts."""
+    """AUC of ``probs [N]`` against ``labels [N]`` for each column of ``counts [N, R]`` (how often each row is drawn
+    in a resample): ``[R]``, the same as ``roc_auc_score`` on the rows repeated by their counts.
+
+    >>> y, p = np.array([0, 1, 0, 1]), np.array([0.1, 0.4, 0.45, 0.8])
+    >>> weighted_aucs(y, p, np.array([[1], [1], [1], [1]]))  # every row once: sklearn's 0.75
+    array([0.75])"""
     pos, neg = labels == 1, labels != 1
-    return _class_weighted_aucs(probs[pos], probs[neg], counts[:, pos], counts[:, neg])
+    return _PairRanks(probs[pos], probs[neg]).aucs(counts[pos], counts[neg])
 
 
-def _class_weighted_aucs(pos_probs: np.ndarray, neg_probs: np.ndarray, pos_counts: np.ndarray, neg_counts: np.ndarray) -> np.ndarray:
-    """By ranks: the negatives sorted once, each positive weighs the (weighted) negatives below it, ties half."""
-    order = np.argsort(neg_probs, kind="stable")
-    sorted_neg = neg_probs[order]
-    lo, hi = np.searchsorted(sorted_neg, pos_probs, "left"), np.searchsorted(sorted_neg, pos_probs, "right")
-    cum = np.zeros((len(neg_counts), len(neg_probs) + 1))
-    np.cumsum(neg_counts[:, order], axis=1, out=cum[:, 1:])  # [R, Q + 1]: weighted negatives below each sorted place
-    below = 0.5 * (cum[:, lo] + cum[:, hi])  # [R, P]
-    return (pos_counts * below).sum(axis=1) / (pos_counts.sum(axis=1) * neg_counts.sum(axis=1))
+class _PairRanks:
+    """One fit's scores of a cell's positives ``[P]`` and negatives ``[Q]`` in the form that scores any resample by
+    ranks: the positives from the highest down, and ``[P + 1, Q]`` placing each negative among them (once at the
+    number of positives above it and once at the number at or above it; twice at one place without a tie)."""
+
+    def __init__(self, pos_probs: np.ndarray, neg_probs: np.ndarray):
+        order = np.argsort(pos_probs, kind="stable")
+        self.highest_first = order[::-1].copy()
+        p, q = len(pos_probs), len(neg_probs)
+        ranked = pos_probs[order]
+        above, at_or_above = p - np.searchsorted(ranked, neg_probs, "right"), p - np.searchsorted(ranked, neg_probs, "left")
+        self.place = sparse.csr_array((np.ones(2 * q, np.int32), (np.concatenate([above, at_or_above]), np.tile(np.arange(q), 2))),
+                                      shape=(p + 1, q))
+
+    def aucs(self, pos_counts: np.ndarray, neg_counts: np.ndarray) -> np.ndarray:
+        """``[R]`` AUCs of the resamples ``pos_counts [P, R]``, ``neg_counts [Q, R]`` (int32 counts): each negative
+        weighs the drawn positives above it, ties half, in exact integer sums (twice over, halved at the end)."""
+        top = np.zeros((len(self.highest_first) + 1, pos_counts.shape[1]), np.int32)  # [P + 1, R]: drawn among the k highest
+        np.cumsum(pos_counts[self.highest_first], axis=0, out=top[1:])
+        placed = self.place @ neg_counts  # [P + 1, R]; each column sums to twice the negatives drawn
+        twice = np.einsum("kr,kr->r", placed, top, dtype=np.int64)
+        return twice / (top[-1] * placed.sum(axis=0, dtype=np.int64))
 
 
 def _resample_counts(n: int, r: int, rng: np.random.Generator) -> np.ndarray:
-    """``[r, n]``: how often each of n rows is drawn in each of r resamples of n rows with replacement."""
+    """``[n, r]`` int32: how often each of n rows is drawn in each of r resamples of n rows with replacement."""
     drawn = rng.integers(0, n, (r, n)) + np.arange(r)[:, None] * n
-    return np.bincount(drawn.ravel(), minlength=r * n).reshape(r, n)
+    return np.bincount(drawn.ravel(), minlength=r * n).astype(np.int32).reshape(r, n).T.copy()
 
 
 def bootstrap_mean_aucs(labels: np.ndarray, fits: Mapping[str, Sequence[np.ndarray]], resamples: int = 1000, seed: int = 0,
@@ -96,30 +116,43 @@ def bootstrap_mean_aucs(labels: np.ndarray, fits: Mapping[str, Sequence[np.ndarr
     with replacement, positives and negatives separately (every resample keeps the class counts), once for every
     model, so differences between models are paired. With ``resample_fits`` each model's fits are drawn with
     replacement too, so the spread between seeds widens an interval as well (with a few seeds a rough allowance).
-    Scored by ranks, ``chunk`` resamples at a time (:func:`weighted_aucs`)."""
+    Scored by ranks, each fit ranked once (:class:`_PairRanks`), ``chunk`` resamples at a time: one thread draws
+    them in order (the draws depend on ``seed`` alone) while the others score the chunks drawn before."""
     labels = np.asarray(labels)
     if len(np.unique(labels)) != 2:
         raise ValueError("a bootstrap of AUCs needs both classes among the rows")
     rng = np.random.default_rng(seed)
     pos, neg = labels == 1, labels != 1
-    out: dict[str, list[np.ndarray]] = {name: [] for name in fits}
-    for start in range(0, resamples, chunk):
-        r = min(chunk, resamples - start)
-        pos_counts, neg_counts = _resample_counts(int(pos.sum()), r, rng), _resample_counts(int(neg.sum()), r, rng)
-        for name, model_fits in fits.items():
-            auc = np.stack([_class_weighted_aucs(np.asarray(p)[pos], np.asarray(p)[neg], pos_counts, neg_counts) for p in model_fits], axis=1)
-            if resample_fits:
-                auc = np.take_along_axis(auc, rng.integers(0, auc.shape[1], auc.shape), axis=1)
-            out[name].append(auc.mean(axis=1))
-    return {name: np.concatenate(parts) for name, parts in out.items()}
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(workers) as pool:  # numpy's and scipy's kernels let go of the GIL
+        ranks = {name: list(pool.map(lambda p: _PairRanks(np.asarray(p)[pos], np.asarray(p)[neg]), model_fits))
+                 for name, model_fits in fits.items()}
+        scored: list[Future] = []
+        for start in range(0, resamples, chunk):
+            if len(scored) - workers > 0:  # at most one chunk drawn ahead per thread: memory stays a few chunks
+                scored[-workers - 1].result()
+            r = min(chunk, resamples - start)
+            counts = _resample_counts(int(pos.sum()), r, rng), _resample_counts(int(neg.sum()), r, rng)
+            picks = {name: rng.integers(0, len(f), (r, len(f))) if resample_fits else None for name, f in fits.items()}
+            scored.append(pool.submit(_score_chunk, ranks, *counts, picks))
+        parts = [f.result() for f in scored]
+    return {name: np.concatenate([part[name] for part in parts]) for name in fits}
 
 
-def difference_interval(labels: np.ndarray, probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarray], draws_a: np.ndarray,
-                        draws_b: np.ndarray, level: float = 0.95) -> dict[str, float]:
-    """``{"diff", "low", "high"}``: the observed AUC(A) − AUC(B) (means over fits) and the ``level`` percentile
-    interval of the paired bootstrap draws (:func:`bootstrap_mean_aucs`)."""
+def _score_chunk(ranks: dict[str, list[_PairRanks]], pos_counts: np.ndarray, neg_counts: np.ndarray,
+                 picks: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+    """Per model, the mean over its fits (those ``picks [r, fits]`` drew, or all) of each resample's AUC: ``[r]``."""
+    out = {}
+    for name, model_ranks in ranks.items():
+        auc = np.stack([fit.aucs(pos_counts, neg_counts) for fit in model_ranks], axis=1)  # [r, fits]
+        out[name] = (auc if picks[name] is None else np.take_along_axis(auc, picks[name], axis=1)).mean(axis=1)
+    return out
+
+
+def difference_interval(observed: float, draws_a: np.ndarray, draws_b: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """``{"diff", "low", "high"}``: the ``observed`` AUC(A) − AUC(B) (means over fits) and the ``level`` percentile
+    interval of the paired bootstrap draws ``[R]`` of each (:func:`bootstrap_mean_aucs`)."""
     low, high = np.quantile(draws_a - draws_b, [(1 - level) / 2, (1 + level) / 2])
-    observed = np.mean([roc_auc_score(labels, p) for p in probs_a]) - np.mean([roc_auc_score(labels, p) for p in probs_b])
     return {"diff": float(observed), "low": float(low), "high": float(high)}
 
 
@@ -130,7 +163,8 @@ def paired_auc_difference(labels: np.ndarray, probs_a: Sequence[np.ndarray], pro
     particular test rows (and seeds) decide, and one that holds 0 is a difference they cannot tell from none
     (:func:`verdict`). ``labels [N]``; ``probs_a`` / ``probs_b``: one ``[N]`` array per fit."""
     draws = bootstrap_mean_aucs(labels, {"a": probs_a, "b": probs_b}, resamples, seed, resample_fits)
-    return difference_interval(np.asarray(labels), probs_a, probs_b, draws["a"], draws["b"], level)
+    observed = np.mean([roc_auc_score(labels, p) for p in probs_a]) - np.mean([roc_auc_score(labels, p) for p in probs_b])
+    return difference_interval(observed, draws["a"], draws["b"], level)
 
 
 def verdict(low: float, high: float) -> int:

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from helpers import make_spec
-from tamor.models.metrics import evaluate_predictions, paired_auc_difference, paper_table
+from tamor.models.metrics import evaluate_predictions, paired_auc_difference, paper_table, weighted_aucs
 
 
 def fake_predictions(quality: float, seed: int = 0, n: int = 3000):
@@ -60,6 +61,17 @@ def test_paired_bootstrap_separates_a_real_difference_from_none():
     assert level["low"] < 0 < level["high"]
     with pytest.raises(ValueError, match="both classes"):
         paired_auc_difference(np.zeros(10), [np.ones(10)], [np.ones(10)])
+
+
+def test_a_resample_scored_by_ranks_is_sklearns_auc_of_the_rows_drawn():
+    """The bootstrap scores each resample from its counts (how often each row is drawn): the same AUC as
+    ``roc_auc_score`` weighted by those counts, ties between a positive and a negative counting half."""
+    rng = np.random.default_rng(0)
+    y = (rng.uniform(size=400) < 0.3).astype(int)
+    p = np.round(rng.uniform(size=400) + 0.2 * y, 1)  # few distinct scores: many ties
+    counts = rng.poisson(1.0, (400, 5))
+    expected = [roc_auc_score(y, p, sample_weight=counts[:, r]) for r in range(5)]
+    np.testing.assert_allclose(weighted_aucs(y, p, counts), expected, rtol=0, atol=1e-12)
 
 
 def test_resampling_the_fits_widens_the_interval_by_the_seeds_spread():
