@@ -18,6 +18,7 @@ from tamor.models.feature_spec import FeatureSpec
 from tamor.models.score_histograms import CALIBRATION_BINS, MIN_CLASS_ROWS, ScoreHistograms
 
 JUDGED_POSITIVES = 50  # a cell is judged (benchmark, promotion gate) with at least this many test positives
+BOOTSTRAP_THREADS = 4  # at most: each thread holds a chunk of draw counts, [rows, chunk] int32
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
@@ -123,7 +124,7 @@ def bootstrap_mean_aucs(labels: np.ndarray, fits: Mapping[str, Sequence[np.ndarr
         raise ValueError("a bootstrap of AUCs needs both classes among the rows")
     rng = np.random.default_rng(seed)
     pos, neg = labels == 1, labels != 1
-    workers = os.cpu_count() or 1
+    workers = min(BOOTSTRAP_THREADS, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:  # numpy's and scipy's kernels let go of the GIL
         ranks = {name: list(pool.map(lambda p: _PairRanks(np.asarray(p)[pos], np.asarray(p)[neg]), model_fits))
                  for name, model_fits in fits.items()}
