@@ -91,12 +91,11 @@ def as_text(values: pd.Series | Sequence[Any], strip: bool = True) -> pd.Series:
 def _as_arrow_strings(series: pd.Series) -> pa.Array | pa.ChunkedArray | None:
     """A column of text (and missing values) as Arrow strings; None when it holds anything else, or text that is
     not valid UTF-8 (a lone surrogate), which :func:`canonical_text` then takes value by value."""
-    if not isinstance(series.dtype, pd.StringDtype):
-        if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty"):
-            return None
+    text_dtype = isinstance(series.dtype, pd.StringDtype)
+    if not text_dtype and (series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty")):
+        return None
     try:
-        return pa.array(series.array if isinstance(series.dtype, pd.StringDtype) else series.to_numpy(), type=pa.string(),
-                        from_pandas=True)
+        return pa.array(series.array if text_dtype else series.to_numpy(), type=pa.string(), from_pandas=True)
     except (pa.ArrowException, UnicodeEncodeError):
         return None
 

@@ -151,9 +151,9 @@ def test_the_weight_average_warms_up_to_its_decay():
         keep = 0.0 if update == 1 else min(0.99, update / (9 + update))  # the first update copies
         expected = keep * expected + (1 - keep) * update
         if update in (2, 10, 100, 1000):
-            assert float(average.module.weight[0, 0]) == pytest.approx(expected, rel=1e-4), update
+            assert average.module.weight[0, 0].item() == pytest.approx(expected, rel=1e-4), update
         if update == 10:  # early on it follows the weights: a short run is not judged on its first steps' weights
-            assert float(average.module.weight[0, 0]) > 6  # a plain 0.99 average would still be at 1.4
+            assert average.module.weight[0, 0].item() > 6  # a plain 0.99 average would still be at 1.4
     assert weight_average(net, 0.0) is None
 
 
