@@ -312,8 +312,9 @@ def _read_and_check(source: str | list[str], schema: LogSchema, data: DataDir) -
     files = source_files(sources, schema.source.format)
     checks = {"schema": schema, "now": time.time()}  # one clock for every block's future-timestamp check
     try:
-        read_source(files, schema, columns).map_batches(check_batch, fn_kwargs=checks, batch_format="pandas", batch_size=BATCH_ROWS
-                                                         ).write_parquet(str(data.staging))
+        checked = read_source(files, schema, columns).map_batches(check_batch, fn_kwargs=checks, batch_format="pandas",
+                                                                  batch_size=BATCH_ROWS)
+        checked.write_parquet(str(data.staging))
     except Exception as e:  # a file that does not parse: one line naming it, not Ray's traceback
         if isinstance(e, TamorError):
             raise
