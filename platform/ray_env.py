@@ -19,6 +19,8 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # shuffle (SHUFFLE_V2 waits seconds per shuffle), and Ray Train's controller polling its workers every 0.5 s, not 2.
 RAY_SETTINGS = {"RAY_DATA_USE_DATASOURCE_V2": "0", "RAY_DATA_DEFAULT_SHUFFLE_STRATEGY": "hash_shuffle",
                 "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+# A private one-machine cluster has no node to preempt: Ray Train need not start a preemption-watcher actor per run.
+PRIVATE_RAY_SETTINGS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 def apply_ray_settings() -> None:
@@ -54,6 +56,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
         if address and address != "local":
             context = ray.init(address=address, log_to_driver=verbose, logging_level=level)
         else:  # a private cluster, never one that `ray start` left on the machine
+            for name, value in PRIVATE_RAY_SETTINGS.items():
+                os.environ.setdefault(name, value)
             context = ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", include_dashboard=True,
                                log_to_driver=verbose, logging_level=level)
     ray.data.DataContext.get_current().enable_progress_bars = verbose

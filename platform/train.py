@@ -319,9 +319,10 @@ def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None,
         # blocks in a seeded random order (a time-split log is written in date order), rows mixed per epoch
         datasets={"train": cached(read_split(cfg.data_dir, "train", spec, with_teacher=cfg.distill > 0), cfg).randomize_block_order(seed=cfg.seed),
                   "valid": cached(read_split(cfg.data_dir, "valid", spec), cfg)},
-        # both splits sharded: a worker holds its part of the validation split, never all of it (with
-        # several workers the split is cut into equal parts, which leaves out fewer than num_workers rows)
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train", "valid"]),
+        # several workers: both splits sharded, so a worker holds its part of the validation split, never all of it
+        # (cut into equal parts, which leaves out fewer than num_workers rows); one worker reads them whole itself,
+        # without the split coordinator actor (a process to start) that sharding puts before each split
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train", "valid"] if cfg.num_workers > 1 else []),
     )
 
 
