@@ -24,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
-from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
 from tamor.models.metrics import JUDGED_POSITIVES
@@ -45,6 +44,9 @@ class Calibration(BaseModel):
         """Fit on ``logits``, ``labels`` and ``mask`` ``[N, T]`` (a row counts for task ``t`` where ``mask`` is > 0).
         A task with fewer than ``min_positives`` of a class keeps its logits (scale 1, shift 0), as does one whose
         fitted scale is not positive: the map never reverses an order."""
+        # imported here: a process that only applies a calibration (a Serve replica) starts without scikit-learn
+        from sklearn.linear_model import LogisticRegression
+
         scale, shift = [1.0] * len(tasks), [0.0] * len(tasks)
         for t in range(len(tasks)):
             known = mask[:, t] > 0

@@ -11,8 +11,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
-from sklearn.metrics import roc_auc_score
 
 from tamor.models.feature_spec import FeatureSpec
 from tamor.models.score_histograms import CALIBRATION_BINS, MIN_CLASS_ROWS, ScoreHistograms
@@ -85,6 +83,8 @@ class _PairRanks:
     number of positives above it and once at the number at or above it; twice at one place without a tie)."""
 
     def __init__(self, pos_probs: np.ndarray, neg_probs: np.ndarray):
+        from scipy import sparse  # imported here, as scikit-learn below: a Serve replica starts without them
+
         order = np.argsort(pos_probs, kind="stable")
         self.highest_first = order[::-1].copy()
         p, q = len(pos_probs), len(neg_probs)
@@ -163,6 +163,8 @@ def paired_auc_difference(labels: np.ndarray, probs_a: Sequence[np.ndarray], pro
     (:func:`bootstrap_mean_aucs`, :func:`difference_interval`): the interval says how much of the difference the
     particular test rows (and seeds) decide, and one that holds 0 is a difference they cannot tell from none
     (:func:`verdict`). ``labels [N]``; ``probs_a`` / ``probs_b``: one ``[N]`` array per fit."""
+    from sklearn.metrics import roc_auc_score
+
     draws = bootstrap_mean_aucs(labels, {"a": probs_a, "b": probs_b}, resamples, seed, resample_fits)
     observed = np.mean([roc_auc_score(labels, p) for p in probs_a]) - np.mean([roc_auc_score(labels, p) for p in probs_b])
     return difference_interval(observed, draws["a"], draws["b"], level)

@@ -1,4 +1,5 @@
-"""The repository root must never shadow the standard library's `platform` (docs/architecture.md, layout)."""
+"""The repository's layout: the root never shadows the standard library's `platform` (docs/architecture.md, layout),
+and what a Serve replica imports as it starts."""
 
 import subprocess
 import sys
@@ -23,3 +24,12 @@ def test_stdlib_platform_and_ray_import_from_the_repository_root():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[0] == "Linux"
+
+
+def test_a_serve_replicas_module_starts_without_scikit_learn_or_scipy():
+    # every replica imports it on start (and on restart after a failure): they are imported where a calibration is
+    # fitted or a bootstrap drawn, never only to apply a model
+    code = "import sys, tamor.serve.deployments; print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy'}))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
