@@ -55,7 +55,7 @@ def run_bare_app(data_dir: str, model_file: str, port: int) -> None:
 
     from tamor.models.factory import load_model
     from tamor.platform.data_dir import DataDir
-    from tamor.serve.features import lookup_columns, score_columns
+    from tamor.serve.features import lookup_columns
     from tamor.serve.policy import RerankPolicy, rerank
     from tamor.serve.schemas import RecommendRequest
     from tamor.serve.store import EmbeddedStore
@@ -73,7 +73,7 @@ def run_bare_app(data_dir: str, model_file: str, port: int) -> None:
         if body.item_ids is None:
             raise HTTPException(422, "item_ids")
         cols, _, _ = lookup_columns(store, encoder, spec, [body.user_id], body.item_ids, body.context)
-        probs = score_columns(model, cols)
+        probs = model.predict_columns(cols)
         tier = spec.tiers[int(cols["tier"][0])]
         scenarios = [spec.scenarios[int(x)] for x in cols["scenario"]]
         return {"items": rerank(policy, tier, model.tasks, body.item_ids, scenarios, probs, body.top_n)}

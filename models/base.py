@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -15,7 +16,7 @@ from tamor.models.calibration import Calibration, probabilities
 from tamor.models.config import ModelConfig
 from tamor.models.encoder import Encoder
 from tamor.models.feature_spec import FeatureSpec
-from tamor.models.inputs import FeatureInputs
+from tamor.models.inputs import FeatureInputs, batch_from_columns
 from tamor.models.layers import mlp
 
 
@@ -72,3 +73,8 @@ class MultiTaskModel(nn.Module):
         """Task probabilities in the spec's task order, through the model's calibration: ``[B, T]``."""
         logits = self(batch)
         return probabilities(torch.stack([logits[t] for t in self.tasks], dim=1), self.calibration)
+
+    def predict_columns(self, cols: Mapping[str, np.ndarray], device: torch.device | str = "cpu") -> np.ndarray:
+        """:meth:`predict_proba` of encoded columns (each ``[N]``, as the encoder and the feature store give them),
+        as NumPy: ``[N, T]``."""
+        return self.predict_proba(batch_from_columns(self.spec, cols, device=device)).cpu().numpy()

@@ -21,8 +21,9 @@ from tamor.models.errors import TamorError
 from tamor.platform.data_dir import DataDir
 from tamor.platform.defaults import DEFAULT_DATA, DEFAULT_REGISTRY, SERVE_PORT
 from tamor.platform.registry import Registry, RegistryError
-from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Ranker, Reranker, context_keys, load_checked
+from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Reranker, context_keys
 from tamor.serve.policy import RerankPolicy
+from tamor.serve.ranker import Ranker, load_checked
 
 APP_NAME = "tamor"
 IMPORT_PATH = "tamor.serve.app:build_app"

@@ -4,18 +4,16 @@
 
 The Ingress passes each stage's ``DeploymentResponse`` straight into the next call, so answers go
 replica to replica (lookup → Ranker, lookup + Ranker → Reranker) and only the final one comes back.
-Every deployment declares fractional CPUs so the whole graph starts on a 2-CPU machine.
+Every deployment declares fractional CPUs so the whole graph starts on a 2-CPU machine. The Ranker, the one
+stage that runs the model, lives in :mod:`tamor.serve.ranker`: the others start without importing torch.
 """
 
 
 import asyncio
-import logging
-import pickle
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,13 +22,10 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from tamor.models.base import MultiTaskModel
 from tamor.models.encoder import Encoder, as_text, parse_number
 from tamor.models.errors import TamorError
-from tamor.models.factory import load_model
 from tamor.platform.data_dir import DataDir
-from tamor.platform.registry import Registry
-from tamor.serve.features import lookup_columns, score_columns
+from tamor.serve.features import lookup_columns
 from tamor.serve.policy import RerankPolicy, rerank
 from tamor.serve.schemas import Problem, RecommendRequest, RecommendResponse
 from tamor.serve.store import StoreUnavailable, open_store
@@ -51,10 +46,6 @@ DEPLOYMENTS: dict[str, dict[str, Any]] = {
 }
 
 
-class ModelRefused(TamorError, ValueError):
-    """A model that must not serve beside this feature store (its encoder differs, or it has none)."""
-
-
 class BadRequest(TamorError):
     """A request field the feature lookup cannot answer as asked (an unknown context key or scenario, too many
     items): a 422 naming ``field``, shaped as FastAPI's own validation errors.
@@ -71,11 +62,6 @@ class BadRequest(TamorError):
 
     def detail(self) -> list[dict]:
         return [{"loc": ["body", *self.field.split(".")], "msg": self.message, "type": "value_error"}]
-
-
-# What loading a model can raise: a ref that does not resolve, a missing, truncated or foreign file.
-LOAD_ERRORS = (TamorError, OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
-logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(**DEPLOYMENTS["FeatureLookup"])
@@ -135,80 +121,6 @@ class FeatureLookup:
 def context_keys(encoder: Encoder) -> list[str]:
     """The names a request's ``context`` may use: the data's context features."""
     return sorted(f.name for f in (*encoder.numeric, *encoder.categorical) if f.side == "context")
-
-
-def load_checked(config: dict, encoder_fingerprint: str, device: torch.device | str = "cpu") -> tuple[MultiTaskModel, str]:
-    """Load the model a Ranker ``user_config`` names and check it may serve beside a feature store
-    encoding with ``encoder_fingerprint``: the file is whole (registry sha256), it carries that encoder,
-    and a smoke prediction on cold-start rows is finite. Raises one of :data:`LOAD_ERRORS` otherwise."""
-    if config.get("checkpoint"):
-        file, version = config["checkpoint"], f"checkpoint:{config['checkpoint']}"
-    else:
-        registry = Registry(config["registry"])
-        resolved = registry.resolve(config.get("ref", "latest"))
-        file, version = registry.local_model_file(resolved.name), resolved.name
-    model = load_model(file, map_location=device)
-    if model.encoder is None:
-        raise ModelRefused(f"model {version} carries no encoder: re-export it from a checkpoint trained by this version of tamor")
-    if model.encoder.fingerprint != encoder_fingerprint:
-        raise ModelRefused(
-            f"model {version} was trained with encoder {model.encoder.fingerprint} ({model.encoder.dataset}), but the "
-            f"feature store encodes with {encoder_fingerprint}: serve it with the data directory it was trained on"
-        )
-    cold = {**model.encoder.encode({}, n=2), "tier": np.zeros(2, np.int64), "scenario": np.zeros(2, np.int64)}
-    if not np.isfinite(score_columns(model, cold, device)).all():  # a smoke prediction on cold-start rows
-        raise ModelRefused(f"model {version} predicts non-finite probabilities")
-    return model, version
-
-
-@serve.deployment(**DEPLOYMENTS["Ranker"])
-class Ranker:
-    """The registry's (or a checkpoint's) model behind dynamic batching: candidates ``[n]`` → ``[n, T]``.
-
-    ``user_config`` = ``{"registry": ..., "ref": "latest"}`` or ``{"checkpoint": path}``; changing it
-    (``serve deploy`` / ``serve.run`` with a new config) swaps the model in place, without a restart.
-    A model whose encoder differs from ``encoder_fingerprint`` (the feature store's) is refused.
-    """
-
-    def __init__(self, encoder_fingerprint: str, device: str = "cpu", max_batch_size: int = 32, batch_wait_timeout_s: float = 0.003):
-        self.device = torch.device(device if device != "cuda" or torch.cuda.is_available() else "cpu")
-        self.encoder_fingerprint = encoder_fingerprint
-        self.model, self.version, self.last_error = None, "none", None
-        self.rank.set_max_batch_size(max_batch_size)
-        self.rank.set_batch_wait_timeout_s(batch_wait_timeout_s)
-
-    def reconfigure(self, config: dict) -> None:
-        """Load, check, then swap: a model that fails to load or check never replaces a serving one."""
-        try:
-            model, version = load_checked(config, self.encoder_fingerprint, self.device)
-        except LOAD_ERRORS as e:
-            if self.model is None:
-                raise  # nothing to keep serving: the deployment fails, with the reason
-            self.last_error = f"kept {self.version}: could not switch to {config}: {e}"
-            logger.warning(self.last_error)
-            return
-        torch.set_grad_enabled(False)
-        self.model, self.version, self.last_error = model, version, None  # one assignment: in-flight batches keep the old model
-
-    def check_health(self) -> None:
-        """Serve's replica health check: a replica without a model is replaced."""
-        if self.model is None:
-            raise RuntimeError("no model loaded")
-
-    def model_version(self) -> dict:
-        return {"version": self.version, "model": self.model.config.name, "tasks": self.model.tasks,
-                "encoder": self.model.encoder.fingerprint, "last_error": self.last_error}
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.003)
-    async def rank(self, found: list[dict]) -> list[dict]:
-        """FeatureLookup answers (``columns``: ``[n]`` each) → ``{"probs": [n, T], ...}`` per request, scored
-        as one batch (a failed lookup fails its call before it gets here)."""
-        model, version = self.model, self.version
-        requests = [f["columns"] for f in found]
-        sizes = [len(r["tier"]) for r in requests]
-        cols = {k: np.concatenate([r[k] for r in requests]) for k in requests[0]}
-        parts = np.split(score_columns(model, cols, self.device), np.cumsum(sizes)[:-1])
-        return [{"probs": p, "version": version, "tasks": model.tasks} for p in parts]
 
 
 @serve.deployment(**DEPLOYMENTS["Reranker"])

@@ -1,8 +1,8 @@
-"""What serving computes before and at the model, as plain functions (no Serve, no Ray).
+"""What serving computes before the model, as plain functions (no Serve, no Ray, no torch).
 
-The FeatureLookup and Ranker deployments call these, and so does the A/B simulator: one code path
-from a request to the model's input columns and from them to probabilities. Raw request values go
-through the data directory's :class:`Encoder`, the same one preprocessing encoded training with.
+The FeatureLookup deployment calls these, and so does the A/B simulator: one code path from a request
+to the model's input columns (``MultiTaskModel.predict_columns`` takes them to probabilities). Raw request
+values go through the data directory's :class:`Encoder`, the same one preprocessing encoded training with.
 """
 
 from __future__ import annotations
@@ -11,12 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import torch
 
-from tamor.models.base import MultiTaskModel
 from tamor.models.encoder import Encoder
 from tamor.models.feature_spec import FeatureSpec
-from tamor.models.inputs import batch_from_columns
 from tamor.serve.store import FeatureStore
 
 
@@ -67,8 +64,3 @@ def _encoded_context(encoder: Encoder, key: tuple) -> dict[str, np.ndarray]:
             _CONTEXTS.clear()
         _CONTEXTS[key] = encoder.encode(dict(key[1]), sides=["context"], n=1)
     return _CONTEXTS[key]
-
-
-def score_columns(model: MultiTaskModel, cols: Mapping[str, np.ndarray], device: torch.device | str = "cpu") -> np.ndarray:
-    """The model's task probabilities for encoded columns: ``[N] each -> [N, T]``."""
-    return model.predict_proba(batch_from_columns(model.spec, cols, device=device)).cpu().numpy()

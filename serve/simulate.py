@@ -2,7 +2,7 @@
 
 Users of the world visit for D days; each day each arm's policy chooses the cards a visitor sees,
 through the same feature lookup → rank → rerank functions as the serving deployments
-(:func:`lookup_columns`, :func:`score_columns`, :func:`rerank`). The world's ground-truth
+(:func:`lookup_columns`, ``MultiTaskModel.predict_columns``, :func:`rerank`). The world's ground-truth
 :class:`ResponseModel` draws the visitor's actions along the chain, investments raise holdings, and
 each arm counts its **new high-holding users** per day (holdings crossing 100). Users are split
 between the arms at random, seeded, so the result is reproducible.
@@ -27,7 +27,7 @@ from tamor.platform.world import (
     response_inputs,
     tier_of,
 )
-from tamor.serve.features import lookup_columns, score_columns
+from tamor.serve.features import lookup_columns
 from tamor.serve.policy import RerankPolicy, rerank
 from tamor.serve.store import EmbeddedStore
 
@@ -46,7 +46,7 @@ class SimConfig:
 
 
 def model_scorer(model: MultiTaskModel, store: EmbeddedStore, encoder: Encoder, context: dict | None = None) -> Scorer:
-    """Score as serving does (:func:`lookup_columns` → :func:`score_columns`): the visitors' holdings and
+    """Score as serving does (:func:`lookup_columns` → ``MultiTaskModel.predict_columns``): the visitors' holdings and
     tiers of today are first written to the store, as a feature pipeline would."""
     spec = model.spec
 
@@ -55,7 +55,7 @@ def model_scorer(model: MultiTaskModel, store: EmbeddedStore, encoder: Encoder, 
         holdings = visitors["holdings"].to_numpy(dtype=float)
         store.update("users", user_ids, {"holdings": holdings, "tier": encoder.tier_of(holdings)})
         cols, _, _ = lookup_columns(store, encoder, spec, user_ids, items["item_id"].tolist(), context or {})
-        return score_columns(model, cols).reshape(len(visitors), len(items), len(spec.tasks))
+        return model.predict_columns(cols).reshape(len(visitors), len(items), len(spec.tasks))
 
     return score
 

@@ -4,7 +4,8 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from tamor.serve.app import AppArgs, write_serve_config
-from tamor.serve.deployments import FeatureLookup, Ingress, Ranker, Reranker
+from tamor.serve.deployments import FeatureLookup, Ingress, Reranker
+from tamor.serve.ranker import Ranker
 
 
 def test_written_config_validates_and_matches_the_graph(tmp_path):

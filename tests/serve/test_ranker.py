@@ -5,7 +5,7 @@ import pytest
 from helpers import TINY
 from tamor.models.factory import build_model, save_model
 from tamor.platform.data_dir import DataDir
-from tamor.serve.deployments import ModelRefused, Ranker
+from tamor.serve.ranker import ModelRefused, Ranker
 
 
 def ranker_for(data: DataDir):
