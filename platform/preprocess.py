@@ -46,6 +46,7 @@ _HASH_BUCKETS = 1_000_000
 # Rows per call of the row checks and the encoder's statistics: each call has a fixed cost of many pandas operations,
 # and Ray Data's reader splits files into blocks of a few thousand rows, one call each unless told otherwise.
 BATCH_ROWS = 65_536
+ONLINE_PARTITION_ROWS = 2_000_000  # log rows per hash partition of the online snapshots; a smaller log needs none
 
 
 class PreprocessError(TamorError, RuntimeError):
@@ -216,21 +217,21 @@ def _latest(batch: pd.DataFrame, key: str, order: str) -> pd.DataFrame:
     return batch.sort_values(order, kind="stable").drop_duplicates(key, keep="last")
 
 
-def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, data: DataDir, rows: int) -> dict[str, int]:
-    """Latest feature row per user and per item (the serving feature store's snapshot)."""
-    partitions = max(2, rows // 2_000_000)
+def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, data: DataDir, rows: int,
+                 partition_rows: int = ONLINE_PARTITION_ROWS) -> dict[str, int]:
+    """Latest feature row per user and per item (the serving feature store's snapshot). Each block keeps its latest row
+    per key; a log of up to ``partition_rows`` rows then gathers them into one block (no shuffle: on a small log,
+    starting a hash shuffle's actors costs more than the work), a larger one hash-partitions them by key."""
+    partitions = -(-rows // partition_rows)
     order = "ts" if spec.timestamp else "holdings"
     counts = {}
     for kind in ONLINE_KINDS:
         key, cols = spec.online_columns(kind)
         keep = list(dict.fromkeys([key, order, *cols]))
-        latest = (
-            encoded.select_columns(keep)
-            .map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas")
-            # Hash-partition by key, so each block holds all of its keys' rows; then dedupe per block.
-            .repartition(partitions, keys=[key])
-            .map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas", batch_size=None)
-        )
+        per_block = encoded.select_columns(keep).map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas")
+        # each resulting block holds every row of its keys, so deduplicating per block finds each key's latest
+        grouped = per_block.repartition(partitions, keys=[key]) if partitions > 1 else per_block.repartition(1)
+        latest = grouped.map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas", batch_size=None)
         latest.write_parquet(str(data.online(kind)))
         counts[kind] = ray.data.read_parquet(str(data.online(kind))).count()
     return counts

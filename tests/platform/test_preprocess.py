@@ -13,7 +13,7 @@ from tamor.models.encoder import Encoder
 from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec
 from tamor.platform.data_dir import DataDir
-from tamor.platform.preprocess import PreprocessError, preprocess
+from tamor.platform.preprocess import PreprocessError, preprocess, write_online
 from tamor.platform.schema import Source, load_schema
 from tamor.platform.world import WorldConfig, impressions, make_items, make_users
 
@@ -129,6 +129,22 @@ def test_feature_spec_and_online_snapshots(prepared):
     latest = all_rows.sort_values("ts").groupby("user_id").tail(1).set_index("user_id")
     snap = users.set_index("user_id")
     assert (snap["ts"] == latest.loc[snap.index, "ts"]).all()
+
+
+def test_a_log_hash_partitioned_by_key_gives_the_snapshots_of_one_gathered_in_one_block(ray_session, prepared, tmp_path):
+    # the test's log is gathered in one block; a log of over ONLINE_PARTITION_ROWS rows is hash-partitioned by key
+    _, out, _ = prepared
+    data = DataDir(out)
+    encoded = ray_session.data.read_parquet([str(data.split(s)) for s in ("train", "valid", "test")])
+    rows = encoded.count()
+    partitioned = DataDir(tmp_path / "partitioned")
+    counts = write_online(encoded, data.spec(), partitioned, rows, partition_rows=rows // 3)  # 3 hash partitions
+    assert counts == json.loads(data.stats_file.read_text())["online"]
+    for kind, key in (("users", "user_id"), ("items", "item_id")):
+        one = pd.read_parquet(data.online(kind)).sort_values(key, ignore_index=True)
+        hashed = pd.read_parquet(partitioned.online(kind))
+        assert len(hashed.index) == len(one.index) and hashed[key].is_unique
+        pd.testing.assert_frame_equal(hashed.sort_values(key, ignore_index=True)[one.columns], one)
 
 
 def test_too_many_rejects_fail_clearly_and_keep_the_quarantine(ray_session, raw_logs, tmp_path):
