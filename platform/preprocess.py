@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,9 @@ _HASH_BUCKETS = 1_000_000
 # Rows per call of the row checks and the encoder's statistics: each call has a fixed cost of many pandas operations,
 # and Ray Data's reader splits files into blocks of a few thousand rows, one call each unless told otherwise.
 BATCH_ROWS = 65_536
-ONLINE_PARTITION_ROWS = 2_000_000  # log rows per hash partition of the online snapshots; a smaller log needs none
+# Log rows per hash partition where per-block partial results (counts per value, latest rows per key) are combined by
+# key; a smaller log gathers them into one block: starting a hash shuffle's actors costs more than the work.
+GATHER_ROWS = 2_000_000
 
 
 class PreprocessError(TamorError, RuntimeError):
@@ -135,17 +138,27 @@ def _fit_partials(batch: pd.DataFrame, schema: LogSchema, cuts: tuple[float, flo
     return pd.concat(frames, ignore_index=True)
 
 
-def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float]) -> Encoder:
-    """The encoder, fitted on train rows: vocabularies (min frequency), numeric statistics, scenarios."""
-    totals = (
-        good.map_batches(_fit_partials, fn_kwargs={"schema": schema, "cuts": cuts}, batch_format="pandas", batch_size=BATCH_ROWS)
-        # a few partitions: the partials are one row per distinct value, and Ray's default of 200 reduce
-        # tasks cost minutes of scheduling on a small multi-node cluster
-        .groupby(["column", "value"], num_partitions=4)
-        .sum("n")
-        .to_pandas()  # one row per distinct value: the size of the vocabularies, not of the data
-        .rename(columns={"sum(n)": "n"})
-    )
+def combine_by_key(partials: ray.data.Dataset, keys: list[str], rows: int, fn: Callable[..., pd.DataFrame],
+                   fn_kwargs: dict[str, Any]) -> ray.data.Dataset:
+    """Per-block partial results combined per ``keys`` by ``fn`` (a pandas batch → frame), which sees every partial
+    of a key in one batch: gathered into one block for a log of up to :data:`GATHER_ROWS` rows, hash-partitioned
+    by key (one partition per ``GATHER_ROWS`` rows) beyond."""
+    partitions = -(-rows // GATHER_ROWS)
+    grouped = partials.repartition(partitions, keys=keys) if partitions > 1 else partials.repartition(1)
+    return grouped.map_batches(fn, fn_kwargs=fn_kwargs, batch_format="pandas", batch_size=None)
+
+
+def _sum_by(batch: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    return batch.groupby(keys, as_index=False, sort=False)[value].sum()
+
+
+def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float], rows: int) -> Encoder:
+    """The encoder, fitted on the train rows of ``good`` (a log of ``rows`` rows): vocabularies (min frequency),
+    numeric statistics, scenarios."""
+    partials = good.map_batches(_fit_partials, fn_kwargs={"schema": schema, "cuts": cuts}, batch_format="pandas",
+                                batch_size=BATCH_ROWS)
+    keys = ["column", "value"]  # one row per distinct value reaches the driver: the size of the vocabularies, not of the data
+    totals = combine_by_key(partials, keys, rows, _sum_by, {"keys": keys, "value": "n"}).to_pandas()
     min_freq = schema.preprocess.min_frequency
     categorical, numeric = [], []
     for f in schema.model_features:
@@ -218,22 +231,16 @@ def _latest(batch: pd.DataFrame, key: str, order: str) -> pd.DataFrame:
     return batch.sort_values(order, kind="stable").drop_duplicates(key, keep="last")
 
 
-def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, data: DataDir, rows: int,
-                 partition_rows: int = ONLINE_PARTITION_ROWS) -> dict[str, int]:
-    """Latest feature row per user and per item (the serving feature store's snapshot). Each block keeps its latest row
-    per key; a log of up to ``partition_rows`` rows then gathers them into one block (no shuffle: on a small log,
-    starting a hash shuffle's actors costs more than the work), a larger one hash-partitions them by key."""
-    partitions = -(-rows // partition_rows)
+def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, data: DataDir, rows: int) -> dict[str, int]:
+    """Latest feature row per user and per item (the serving feature store's snapshot) of a log of ``rows`` rows: each
+    block keeps its latest row per key, then :func:`combine_by_key` the latest of those."""
     order = "ts" if spec.timestamp else "holdings"
     counts = {}
     for kind in ONLINE_KINDS:
         key, cols = spec.online_columns(kind)
         keep = list(dict.fromkeys([key, order, *cols]))
         per_block = encoded.select_columns(keep).map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas")
-        # each resulting block holds every row of its keys, so deduplicating per block finds each key's latest
-        grouped = per_block.repartition(partitions, keys=[key]) if partitions > 1 else per_block.repartition(1)
-        latest = grouped.map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas", batch_size=None)
-        latest.write_parquet(str(data.online(kind)))
+        combine_by_key(per_block, [key], rows, _latest, {"key": key, "order": order}).write_parquet(str(data.online(kind)))
         counts[kind] = parquet_rows(data.online(kind))
     return counts
 
@@ -277,12 +284,18 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
 
 def check_every_file_read(data: DataDir, files: list[str]) -> None:
     """Each listed file gave rows (the conservation check counts the rows that were read; this, the files)."""
-    per_file = ray.data.read_parquet(str(data.staging)).select_columns([FILE]).groupby(FILE, num_partitions=1).count().to_pandas()
-    read = {str(p).split("://", 1)[-1] for p in per_file[FILE]}
+    per_block = ray.data.read_parquet(str(data.staging)).select_columns([FILE]).map_batches(_counts, fn_kwargs={"column": FILE},
+                                                                                            batch_format="pandas")
+    read = {str(p).split("://", 1)[-1] for p in per_block.to_pandas()[FILE]}  # files × blocks rows
     unread = [f for f in files if f.split("://", 1)[-1] not in read]
     if unread:
         raise PreprocessError(f"no rows read from {len(unread)} of the source's {len(files)} files: {', '.join(unread[:5])} "
                               "(empty, or skipped by the reader); remove them from the source or fix them")
+
+
+def _counts(batch: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Rows per value of ``column`` in one block: a few rows, summed on the driver (no shuffle)."""
+    return batch[column].value_counts().rename_axis(column).reset_index(name="n")
 
 
 def parquet_rows(path: Path) -> int:
@@ -337,13 +350,15 @@ def _read_and_check(source: str | list[str], schema: LogSchema, data: DataDir) -
 
 def _quarantine(schema: LogSchema, data: DataDir, rows_in: int) -> tuple[int, dict[str, int]]:
     """The rejected rows to ``quarantine/``, counted by reason; refuse a run that rejects too many."""
-    rejected = ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) != "")
-    rows_quarantined = rejected.count()
+    ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) != "").write_parquet(str(data.quarantine))
+    rows_quarantined = parquet_rows(data.quarantine) if data.quarantine.exists() and any(data.quarantine.iterdir()) else 0
+    if not rows_quarantined:
+        shutil.rmtree(data.quarantine, ignore_errors=True)  # no rejected rows: no quarantine
     reasons: dict[str, int] = {}
     if rows_quarantined:
-        rejected.write_parquet(str(data.quarantine))
-        by_reason = ray.data.read_parquet(str(data.quarantine)).select_columns([REASON]).groupby(REASON, num_partitions=1).count().to_pandas()
-        reasons = dict(zip(by_reason[REASON], by_reason["count()"].astype(int)))
+        per_block = ray.data.read_parquet(str(data.quarantine)).select_columns([REASON]).map_batches(
+            _counts, fn_kwargs={"column": REASON}, batch_format="pandas").to_pandas()
+        reasons = {str(k): int(n) for k, n in per_block.groupby(REASON)["n"].sum().items()}
     for t in schema.present_tasks:  # a label column that is really an amount: say so, never 0 positives in silence
         n = reasons.get(f"label_not_binary:{t.name}", 0)
         if n > max(10, 0.001 * rows_in):
@@ -366,7 +381,7 @@ def _encode_and_write(schema: LogSchema, data: DataDir, rows_in: int) -> tuple[d
     """Fit the encoder on train, write the encoded splits, the raw test rows, the online snapshots and the teacher."""
     good = ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) == "")
     cuts = _cut_points(good, schema)
-    encoder = fit(good, schema, cuts)
+    encoder = fit(good, schema, cuts, rows_in)
     spec = encoder.feature_spec(task_specs(schema), timestamp="ts" if schema.timestamp else None)
     good.map_batches(encode_batch, fn_kwargs={"schema": schema, "encoder": encoder, "cuts": cuts}, batch_format="pandas").write_parquet(
         str(data.encoded_staging), partition_cols=["split"]

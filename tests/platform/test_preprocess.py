@@ -13,7 +13,7 @@ from tamor.models.encoder import Encoder
 from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec
 from tamor.platform.data_dir import DataDir
-from tamor.platform.preprocess import PreprocessError, preprocess, write_online
+from tamor.platform.preprocess import GATHER_ROWS, PreprocessError, combine_by_key, preprocess
 from tamor.platform.schema import Source, load_schema
 from tamor.platform.world import WorldConfig, impressions, make_items, make_users
 
@@ -131,20 +131,18 @@ def test_feature_spec_and_online_snapshots(prepared):
     assert (snap["ts"] == latest.loc[snap.index, "ts"]).all()
 
 
-def test_a_log_hash_partitioned_by_key_gives_the_snapshots_of_one_gathered_in_one_block(ray_session, prepared, tmp_path):
-    # the test's log is gathered in one block; a log of over ONLINE_PARTITION_ROWS rows is hash-partitioned by key
-    _, out, _ = prepared
-    data = DataDir(out)
-    encoded = ray_session.data.read_parquet([str(data.split(s)) for s in ("train", "valid", "test")])
-    rows = encoded.count()
-    partitioned = DataDir(tmp_path / "partitioned")
-    counts = write_online(encoded, data.spec(), partitioned, rows, partition_rows=rows // 3)  # 3 or 4 hash partitions
-    assert counts == json.loads(data.stats_file.read_text())["online"]
-    for kind, key in (("users", "user_id"), ("items", "item_id")):
-        one = pd.read_parquet(data.online(kind)).sort_values(key, ignore_index=True)
-        hashed = pd.read_parquet(partitioned.online(kind))
-        assert len(hashed.index) == len(one.index) and hashed[key].is_unique
-        pd.testing.assert_frame_equal(hashed.sort_values(key, ignore_index=True)[one.columns], one)
+def test_partials_hash_partitioned_by_key_combine_as_those_gathered_in_one_block(ray_session):
+    # a log of up to GATHER_ROWS rows gathers its blocks' partial results (counts per value, latest rows per key) in one
+    # block; a larger log hash-partitions them by key, one partition per GATHER_ROWS rows
+    rng = np.random.default_rng(0)
+    blocks = [pd.DataFrame({"column": rng.choice(["a", "b"], 500), "value": rng.integers(0, 50, 500).astype(str), "n": 1.0})
+              for _ in range(4)]
+    keys = ["column", "value"]
+    expected = pd.concat(blocks).groupby(keys, as_index=False)["n"].sum()
+    for rows in (GATHER_ROWS, 3 * GATHER_ROWS):  # one block; three hash partitions
+        totals = combine_by_key(ray_session.data.from_pandas(blocks), keys, rows,
+                                lambda b: b.groupby(keys, as_index=False)["n"].sum(), {}).to_pandas()
+        pd.testing.assert_frame_equal(totals.sort_values(keys, ignore_index=True), expected, check_dtype=False)  # Arrow strings
 
 
 def test_too_many_rejects_fail_clearly_and_keep_the_quarantine(ray_session, raw_logs, tmp_path):
