@@ -66,20 +66,21 @@ def test_a_trial_says_whether_asha_the_trainers_patience_or_the_last_epoch_ended
 @pytest.fixture(scope="module")
 def finished_sweep(ray_session, synthetic_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
-    # 6 trials, 2 at a time: ASHA (grace 1, factor 2) stops a trial that is below the median of
-    # those before it at a rung, so some trial is stopped unless all 6 improve in order.
-    cfg = sweep_config(synthetic_data, tmp, objective="business", num_samples=6, correction_decay=Range(low=0.1, high=30))
+    # 4 trials, 2 at a time: ASHA (grace 1, factor 2) stops a trial that is below the median of those before it at a
+    # rung. Optuna's seeded proposals give two trials a first epoch well below the other two's, so whatever the order
+    # their reports arrive in, one of the two is stopped.
+    cfg = sweep_config(synthetic_data, tmp, objective="business", num_samples=4, correction_decay=Range(low=0.1, high=30))
     return cfg, sweep(cfg)
 
 
 def test_sweep_runs_asha_stops_early_and_exports_the_best(finished_sweep):
     cfg, summary = finished_sweep
     trials = pd.read_csv(Path(summary["path"]) / "trials.csv")
-    assert len(trials) == 6 and (trials["status"] == "TERMINATED").all()
+    assert len(trials) == 4 and (trials["status"] == "TERMINATED").all()
     assert (trials["epochs"] < 2).any(), "ASHA stopped no trial early"
     # patience 3 cannot end a 2-epoch trial, so every shorter one was ASHA's
     assert ((trials["ended"] == "asha") == (trials["epochs"] < 2)).all() and summary["stopped_early"] == (trials["epochs"] < 2).sum()
-    assert trials["temperature"].nunique() == trials["correction_decay"].nunique() == 6  # Optuna proposed different τ and decays
+    assert trials["temperature"].nunique() == trials["correction_decay"].nunique() == 4  # Optuna proposed different τ and decays
     assert set(summary["best_params"]) >= {"temperature", "correction_decay", "lr"}
     version = Registry(cfg.registry).resolve("latest")
     assert version.meta["source"]["sweep"] == summary["name"]
@@ -101,7 +102,7 @@ def test_exported_version_reloads_and_scores_a_batch(finished_sweep, synthetic_d
 def test_each_trial_has_an_offline_wandb_run(finished_sweep):
     _, summary = finished_sweep
     history = read_offline_history(Path(summary["path"]) / "wandb")
-    assert sum(1 for row in history if "val_objective" in row) >= 6
+    assert sum(1 for row in history if "val_objective" in row) >= 4
 
 
 def test_the_business_objective_is_the_trade_off_the_reranker_serves():
