@@ -17,16 +17,23 @@ TINY = ModelConfig(embedding_dim=4, expert_dims=[16], tower_dims=[8], bias_dim=4
 SCENARIOS = ["money_market", "fund", "gold", "insurance"]
 
 
-def preprocessed_world(root: Path, **world) -> Path:
+def no_teacher(schema):
+    """``schema`` (a ``LogSchema``) with the tree teacher off: a fit per preprocess, which only the tests of the
+    teacher and the runs that distil from it need."""
+    return schema.model_copy(update={"preprocess": schema.preprocess.model_copy(update={"teacher": False})})
+
+
+def preprocessed_world(root: Path, teacher: bool = True, **world) -> Path:
     """Generate a synthetic world of the given ``WorldConfig`` fields under ``root`` and preprocess it
-    (Ray Data; needs Ray started): returns the preprocessed directory."""
+    (Ray Data; needs Ray started), with or without the teacher: returns the preprocessed directory."""
     from tamor.platform.generate import generate
     from tamor.platform.preprocess import preprocess
     from tamor.platform.schema import load_schema
     from tamor.platform.world import WorldConfig
 
     generate(WorldConfig(**world), root)
-    preprocess(str(root / "logs"), load_schema("synthetic"), root / "data")
+    schema = load_schema("synthetic")
+    preprocess(str(root / "logs"), schema if teacher else no_teacher(schema), root / "data")
     return root / "data"
 
 

@@ -27,8 +27,8 @@ def pipeline(data: Path, out: Path, registry: Path, **train) -> dict:
 @pytest.fixture(scope="module")
 def other_logs(ray_session, tmp_path_factory) -> Path:
     """Logs of another week: the same tasks and tiers, other users and items (another encoder)."""
-    return preprocessed_world(tmp_path_factory.mktemp("other-week"), rows=14_000, n_users=800, n_items=100, days=7, seed=11,
-                              rows_per_block=14_000)
+    return preprocessed_world(tmp_path_factory.mktemp("other-week"), teacher=False, rows=14_000, n_users=800, n_items=100, days=7,
+                              seed=11, rows_per_block=14_000)
 
 
 def test_the_gate_promotes_a_first_model_and_refuses_a_worse_one(synthetic_data, other_logs, tmp_path):
@@ -38,7 +38,7 @@ def test_the_gate_promotes_a_first_model_and_refuses_a_worse_one(synthetic_data,
     assert len(first["train"]["worker_nodes"]) == 1
 
     assert DataDir(other_logs).encoder().fingerprint != DataDir(synthetic_data).encoder().fingerprint
-    worse = pipeline(other_logs, tmp_path / "day2", registry, lr=1e-7, epochs=1)
+    worse = pipeline(other_logs, tmp_path / "day2", registry, lr=1e-7, epochs=1, distill=0.0)  # other_logs has no teacher
     gate = worse["gate"]
     assert worse["exported"] == "v0002" and not gate["promote"] and gate["cells_worse"]
     assert gate["current"] == "v0001" and Registry(registry).resolve("production").name == "v0001"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from helpers import CENSUS_SAMPLE
+from helpers import CENSUS_SAMPLE, no_teacher
 from tamor.models.encoder import Encoder
 from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec
@@ -56,9 +56,8 @@ def raw_logs(tmp_path_factory):
 
 def csv_schema():
     """The synthetic schema reading CSV, the tree teacher off (tests/platform/test_teacher.py and the census fixture
-    cover it; it costs a fit per run)."""
-    schema = load_schema("synthetic").model_copy(update={"source": Source(format="csv")})
-    return schema.model_copy(update={"preprocess": schema.preprocess.model_copy(update={"teacher": False})})
+    cover it)."""
+    return no_teacher(load_schema("synthetic").model_copy(update={"source": Source(format="csv")}))
 
 
 @pytest.fixture(scope="module")

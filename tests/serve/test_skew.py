@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import CENSUS_SAMPLE, TINY
+from helpers import CENSUS_SAMPLE, TINY, no_teacher
 from tamor.models.factory import build_model, load_model, save_model
 from tamor.models.inputs import batch_from_columns
 from tamor.platform.data_dir import SPLITS, DataDir
@@ -85,7 +85,7 @@ def synthetic_mixed(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("skew-synthetic")
     (root / "logs").mkdir()
     raw.to_parquet(root / "logs" / "part.parquet")
-    report = preprocess(str(root / "logs"), load_schema("synthetic"), root / "data")
+    report = preprocess(str(root / "logs"), no_teacher(load_schema("synthetic")), root / "data")
     assert report.rows_quarantined == 0
     return raw, DataDir(root / "data")
 
