@@ -80,6 +80,37 @@ def planted_columns(spec: FeatureSpec, n: int, seed: int) -> dict[str, np.ndarra
     return cols
 
 
+def as_json(value):
+    """A raw value as a JSON client sends it: numbers stay numbers, missing is null."""
+    import json
+    import math
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (np.integer, np.floating)):
+        value = value.item()
+    return json.loads(json.dumps(value))
+
+
+def census_json_value(text: str):
+    """A census CSV cell as a JSON client would send it: a number when it is one, else the text."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
+
+
+def encoded_rows(data):
+    """Every encoded row of a preprocessed ``DataDir``'s splits, in one frame."""
+    import pandas as pd
+
+    from tamor.platform.data_dir import SPLITS
+
+    return pd.concat([pd.read_parquet(data.split(s)) for s in SPLITS if any(data.split(s).iterdir())], ignore_index=True)
+
+
 class FailOnce:
     """`tamor train`'s per-worker loop whose rank-0 worker raises once, right after it reported ``epoch - 1``
     with its checkpoint: a worker failure at the start of ``epoch`` (``train(cfg, loop=FailOnce(1))``). The

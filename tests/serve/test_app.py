@@ -1,5 +1,7 @@
-"""The serving graph over real HTTP: ranked answers, cold start, 4xx for bad bodies, model updates."""
+"""The serving graph over real HTTP: ranked answers, cold start, 4xx for bad bodies, model updates, and one raw
+impression scored as offline."""
 
+import gzip
 import threading
 import time
 
@@ -17,7 +19,13 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tamor.models.factory import load_model, save_model
+from helpers import CENSUS_SAMPLE, TINY, as_json, census_json_value, encoded_rows
+from tamor.models.factory import build_model, load_model, save_model
+from tamor.models.inputs import batch_from_columns
+from tamor.platform.data_dir import DataDir
+from tamor.platform.registry import Registry
+from tamor.platform.schema import load_schema
+from tamor.platform.validate import KEY, check_batch
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +210,60 @@ def listening_addresses(port: int) -> set[str]:
 def test_the_http_proxy_listens_on_loopback_only(serve_url):
     port = int(serve_url[0].rsplit(":", 1)[1])
     assert listening_addresses(port) == {"127.0.0.1"}  # never 0.0.0.0 (docs/serving.md: sockets)
+
+
+# ---------------------------------------------------- training/serving skew: one impression, over HTTP and offline
+# (that every kind of raw value encodes alike offline and online is tests/serve/test_skew.py's)
+
+
+def test_a_synthetic_impression_scores_the_same_over_http_as_offline(serve_url, synthetic_data):
+    url, _ = serve_url
+    data = DataDir(synthetic_data)
+    raw = pd.concat(pd.read_parquet(p) for p in sorted((synthetic_data.parent / "logs").glob("*.parquet")))
+    test = pd.read_parquet(data.split("test"))
+    row = test.iloc[len(test) // 2]
+    raw_row = raw[(raw["ts"] == row["ts"]) & (raw["user_id"] == row["user_id"]) & (raw["item_id"] == row["item_id"])].iloc[0]
+    context = {f.name: as_json(raw_row[f.name]) for f in data.spec().categorical_on("context") + data.spec().numeric_on("context")}
+    answer = httpx.post(f"{url}/recommend", json={"user_id": row["user_id"], "item_ids": [row["item_id"]], "context": context}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    served = answer.json()["items"][0]["probabilities"]
+
+    version = httpx.get(f"{url}/version", timeout=10).json()
+    model = load_model(Registry(serve_url[1].registry).local_model_file(version["model_version"]))
+    spec = model.spec
+    offline = model.predict_proba(batch_from_columns(spec, {c: np.asarray([row[c]]) for c in test.columns if c.startswith(("f_", "tier", "scenario"))}))
+    for t, task in enumerate(spec.task_names):
+        assert served[task] == pytest.approx(float(offline[0, t]), abs=1e-6)
+
+
+
+
+def test_a_census_impression_scores_the_same_over_http_as_offline(serve_url, census_data, tmp_path):
+    from ray import serve
+
+    from tamor.serve.app import AppArgs, build_app
+
+    data = DataDir(census_data)
+    model = build_model(TINY, data.spec(), data.encoder())
+    save_model(model, tmp_path / "model.pt")
+    url, _ = serve_url
+    args = AppArgs(data_dir=str(census_data), checkpoint=str(tmp_path / "model.pt"), ranker_cpus=0.1)
+    serve.run(build_app(args.model_dump()), name="census", route_prefix="/census")
+    try:
+        key, item_cols = data.spec().online_columns("items")
+        items = pd.read_parquet(data.online("items"))[[key, *item_cols]]
+        row = encoded_rows(data).merge(items, on=[key, *item_cols]).iloc[0]  # a row whose item features are the store's
+        with gzip.open(CENSUS_SAMPLE, "rt") as f:
+            raw = pd.DataFrame([line.rstrip("\n").split(",") for line in f], columns=load_schema("census_income").source.csv.column_names)
+        raw["user_id"] = np.char.add("r", check_batch(raw, load_schema("census_income"))[KEY].to_numpy(dtype=np.uint64).astype(str))
+        raw_row = raw[raw["user_id"] == row["user_id"]].iloc[0]
+        context = {f.name: census_json_value(raw_row[f.name]) for f in data.spec().categorical_on("context")}
+        answer = httpx.post(f"{url}/census/recommend", json={"user_id": row["user_id"], "item_ids": [row["item_id"]], "context": context}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        served = answer.json()["items"][0]["probabilities"]
+        cols = {c: np.asarray([row[c]]) for c in row.index if c.startswith("f_") or c in ("tier", "scenario")}
+        offline = model.predict_proba(batch_from_columns(model.spec, cols))
+        for t, task in enumerate(model.spec.task_names):
+            assert served[task] == pytest.approx(float(offline[0, t]), abs=1e-6)
+    finally:
+        serve.delete("census")
