@@ -20,6 +20,7 @@ class DemoConfig:
     rows: int = 100_000  # impressions in the synthetic world: enough for every task × tier cell to be judged
     users: int | None = None  # None: the world's default users per row
     epochs: int = 3
+    workers: int = 2  # DDP workers per training run: the demo shows data-parallel training (one per CPU here)
     lr: float = 3e-3  # a 3-epoch demo needs a faster schedule than the recipe's 1e-3 with early stopping over 30
     sweep_trials: int = 2  # one wave of two concurrent trials: the sweep shown, not a search (`tamor sweep` searches)
     sweep_epochs: int = 2

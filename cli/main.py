@@ -246,6 +246,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory (report, plots, checkpoints, registry, W&B)."),
     rows: int = typer.Option(demo_default("rows"), min=1000, help="Impressions in the synthetic world (bigger: --rows 5000000)."),
     epochs: int = typer.Option(demo_default("epochs"), min=1, help="Training epochs of TAMOR and MMoE."),
+    workers: int = typer.Option(demo_default("workers"), min=1, help="DDP workers per training run."),
     sweep_trials: int = typer.Option(demo_default("sweep_trials"), min=0, help="Trials of the short sweep (0: no sweep)."),
     sweep_epochs: int = typer.Option(demo_default("sweep_epochs"), min=1, help="Epochs per sweep trial."),
     requests: int = typer.Option(demo_default("requests"), min=1, help="Sample HTTP requests to the served model."),
@@ -258,7 +259,7 @@ def demo(
     if out.exists() and any(out.iterdir()):
         raise CliError(f"{out} is not empty: choose a new --out")
     session().log = out.resolve() / "logs" / "driver.log"
-    run_demo(DemoConfig(out=out, rows=rows, epochs=epochs, sweep_trials=sweep_trials, sweep_epochs=sweep_epochs,
+    run_demo(DemoConfig(out=out, rows=rows, epochs=epochs, workers=workers, sweep_trials=sweep_trials, sweep_epochs=sweep_epochs,
                         requests=requests, ab_days=ab_days, seed=seed, verbose=session().verbose), console)
 
 

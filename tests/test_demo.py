@@ -1,5 +1,6 @@
 """`tamor demo` end to end at tiny sizes: the table, the report, a served answer, the A/B result.
-Without its sweep step (tests/tuning runs sweeps): the served model is the TAMOR run, exported to the registry."""
+Without its sweep step (tests/tuning runs sweeps), with one worker per training run (tests/platform/test_train.py runs
+two DDP workers): the served model is the TAMOR run, exported to the registry."""
 
 import json
 
@@ -13,7 +14,7 @@ from tamor.cli.report import write_report
 
 def test_a_reduced_demo_runs_end_to_end(ray_session, tmp_path):
     out = run_demo(
-        DemoConfig(out=tmp_path / "demo", rows=20_000, users=1_000, epochs=1, sweep_trials=0, requests=5,
+        DemoConfig(out=tmp_path / "demo", rows=20_000, users=1_000, epochs=1, workers=1, sweep_trials=0, requests=5,
                    ab_days=2, model_overrides=TINY.model_dump(exclude={"name"})),
         Console(width=120),
     )
