@@ -42,6 +42,7 @@ BANK_SCHEMA = {
     "scenario": {"column": "channel"},
     "tasks": [{"name": "subscribed", "column": "subscribed", "positive": ["yes"]},
               {"name": "big_spend", "column": "spend", "positive": "> 100"}],
+    "preprocess": {"teacher": False},  # a fit per run; tests/platform/test_teacher.py and the census fixture cover it
 }
 
 
