@@ -23,8 +23,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
+from tamor.models.config import ModelName as ModelNames
 from tamor.models.errors import TamorError
-from tamor.models.factory import MODELS
 from tamor.platform.data_dir import SPLITS
 from tamor.platform.defaults import DEFAULT_DATA
 from tamor.platform.tracking import WandbMode
@@ -158,7 +158,7 @@ def typer_app(help: str) -> typer.Typer:
 
 # ------------------------------------------------------------------------------------ choices
 
-ModelName = Enum("ModelName", {name: name for name in MODELS}, type=str)
+ModelName = Enum("ModelName", {name: name for name in get_args(ModelNames)}, type=str)
 WandbChoice = Enum("WandbChoice", {m: m for m in get_args(WandbMode)}, type=str)
 ObjectiveChoice = Enum("ObjectiveChoice", {m: m for m in ("mean_auc", "business")}, type=str)
 SplitChoice = Enum("SplitChoice", {s: s for s in SPLITS}, type=str)

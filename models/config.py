@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MODEL_FILE = "model.pt"  # the model file in every checkpoint directory and registry version
+
 ModelName = Literal["tamor", "shared_bottom", "mmoe", "ple", "per_tier_mmoe"]
 
 

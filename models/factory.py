@@ -13,7 +13,7 @@ import torch
 from tamor.models.base import MultiTaskModel
 from tamor.models.baselines import MMoE, PerTierMMoE, PLEModel, SharedBottom
 from tamor.models.calibration import Calibration
-from tamor.models.config import ModelConfig
+from tamor.models.config import MODEL_FILE, ModelConfig
 from tamor.models.encoder import Encoder
 from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec
@@ -27,7 +27,6 @@ MODELS: dict[str, type[MultiTaskModel]] = {
     "per_tier_mmoe": PerTierMMoE,
 }
 FORMAT = "tamor-model/1"
-MODEL_FILE = "model.pt"  # the model file in every checkpoint directory and registry version
 
 
 def build_model(config: ModelConfig | dict, spec: FeatureSpec, encoder: Encoder | None = None) -> MultiTaskModel:

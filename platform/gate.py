@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import roc_auc_score
 
 from tamor.models.metrics import JUDGED_POSITIVES, MIN_CLASS_ROWS, paired_auc_difference, verdict
 
@@ -65,6 +64,8 @@ class GateDecision:
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score  # where a gate is judged, not where the CLI imports this module
+
     return float(roc_auc_score(y, p)) if min(y.sum(), len(y) - y.sum()) >= MIN_CLASS_ROWS else float("nan")
 
 

@@ -34,8 +34,8 @@ from typing import Any
 import pyarrow.fs as pafs
 from filelock import FileLock
 
+from tamor.models.config import MODEL_FILE
 from tamor.models.errors import TamorError
-from tamor.models.factory import MODEL_FILE, load_model
 
 META_FILE = "version.json"
 ALIASES_FILE = "aliases.json"
@@ -217,6 +217,8 @@ class Registry:
         value = metrics.get(metric)
         if value is not None and not math.isfinite(value):
             raise RegistryError(f"metric {metric} is {value}: a version needs a finite metric (a NaN would be `best` for good)")
+        from tamor.models.factory import load_model  # torch: only an export reads a model, not the registry's readers
+
         model = load_model(model_file)  # validates the file and reads its config, spec and encoder
         with open(model_file, "rb") as f:
             size, digest = file_digest(f)

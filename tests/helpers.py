@@ -111,6 +111,15 @@ def encoded_rows(data):
     return pd.concat([pd.read_parquet(data.split(s)) for s in SPLITS if any(data.split(s).iterdir())], ignore_index=True)
 
 
+def promote_many(root: str, alias: str, rounds: int) -> None:
+    """Point ``alias`` at v0001 of the registry at ``root`` ``rounds`` times: a process racing others (spawned, it
+    imports only this module and the registry, not torch)."""
+    from tamor.platform.registry import Registry
+
+    for _ in range(rounds):
+        Registry(root).promote("v0001", alias)
+
+
 class FailOnce:
     """`tamor train`'s per-worker loop whose rank-0 worker raises once, right after it reported ``epoch - 1``
     with its checkpoint: a worker failure at the start of ``epoch`` (``train(cfg, loop=FailOnce(1))``). The

@@ -26,10 +26,13 @@ def test_stdlib_platform_and_ray_import_from_the_repository_root():
     assert done.stdout.split()[0] == "Linux"
 
 
-def test_serve_replicas_start_without_what_they_do_not_run():
+def test_serve_replicas_and_the_cli_start_without_what_they_do_not_run():
     # every replica imports its module on start (and on restart after a failure): scikit-learn and SciPy are imported
-    # where a calibration is fitted or a bootstrap drawn, torch only by the Ranker, which runs the model
-    for module, absent in (("tamor.serve.deployments", ["scipy", "sklearn", "torch"]), ("tamor.serve.ranker", ["scipy", "sklearn"])):
+    # where a calibration is fitted or a bootstrap drawn, torch only by the Ranker, which runs the model; the CLI
+    # (`tamor --help`, `tamor registry list`) and the registry's readers import neither until a command needs them
+    light = ["scipy", "sklearn", "torch"]
+    for module, absent in (("tamor.serve.deployments", light), ("tamor.serve.ranker", ["scipy", "sklearn"]),
+                           ("tamor.cli.main", light), ("tamor.platform.registry", light)):
         code = f"import sys, {module}; print(sorted({{m.split('.')[0] for m in sys.modules}} & set({absent})))"
         done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import TINY, make_spec
+from helpers import TINY, make_spec, promote_many
 from tamor.models.factory import build_model, load_model, save_model
 from tamor.platform import registry as registry_module
 from tamor.platform.registry import Registry, RegistryError
@@ -96,18 +96,13 @@ def test_a_file_uri_registry_works_like_a_path(tmp_path, model_file):
     assert Registry(tmp_path / "uri-reg").resolve("latest").name == "v0001"
 
 
-def _promote_many(root: str, alias: str, rounds: int) -> None:
-    for _ in range(rounds):
-        Registry(root).promote("v0001", alias)
-
-
 def test_concurrent_promotes_and_exports_lose_nothing(tmp_path, model_file):
     import multiprocessing as mp
 
     reg = Registry(tmp_path / "reg")
     reg.export(model_file, {"m": 0.5}, metric="m")
     ctx = mp.get_context("spawn")
-    workers = [ctx.Process(target=_promote_many, args=(str(tmp_path / "reg"), alias, 40)) for alias in ("a", "b", "c")]
+    workers = [ctx.Process(target=promote_many, args=(str(tmp_path / "reg"), alias, 40)) for alias in ("a", "b", "c")]
     workers += [ctx.Process(target=Registry(tmp_path / "reg").export, args=(model_file, {"m": 0.6}, "m")) for _ in range(3)]
     for w in workers:
         w.start()
