@@ -105,11 +105,12 @@ def train_both(demo: Demo) -> dict[str, dict]:
 
     cfg, runs = demo.cfg, {}
     model = ModelConfig(**cfg.model_overrides)
+    workers = f"{cfg.workers} DDP workers" if cfg.workers > 1 else "one worker"
     for name in ("tamor", "mmoe"):
         tc = TrainConfig(data_dir=str(demo.data), model=model.model_copy(update={"name": name}), epochs=cfg.epochs, lr=cfg.lr,
                          num_workers=cfg.workers, storage_path=str(demo.out / "train"), name=f"{name}-demo", seed=cfg.seed,
                          wandb_group=demo.runs.name)
-        with demo.step(f"train {name} (Ray Train, {f'{cfg.workers} DDP workers' if cfg.workers > 1 else 'one worker'})", watch=epoch_watch(demo.out / "train" / tc.name, tc.epochs)) as s:
+        with demo.step(f"train {name} (Ray Train, {workers})", watch=epoch_watch(demo.out / "train" / tc.name, tc.epochs)) as s:
             runs[name] = train(tc)
             s["figure"] = f"best validation AUC (mean over tasks) {runs[name]['best_metrics']['val_auc_mean']:.4f}"
     return runs

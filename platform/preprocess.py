@@ -299,8 +299,11 @@ def _counts(batch: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def parquet_rows(path: Path) -> int:
-    """Rows of the Parquet files written under ``path``, from their footers: a Ray Data count of a written split
-    costs a job's start-up (tenths of a second, seconds on a busy machine) and reads the same footers."""
+    """Rows of the Parquet files written under ``path`` (0 where there are none: Ray Data writes no file for no rows),
+    from their footers: a Ray Data count of a written split costs a job's start-up (tenths of a second, seconds on a
+    busy machine) and reads the same footers."""
+    if not path.exists() or not any(path.iterdir()):
+        return 0
     return pads.dataset(str(path), format="parquet").count_rows()
 
 
@@ -340,8 +343,7 @@ def _read_and_check(source: str | list[str], schema: LogSchema, data: DataDir) -
         if isinstance(e, TamorError):
             raise
         raise read_failure(e, sources, schema.source.format) from e
-    written = data.staging.exists() and any(data.staging.iterdir())  # no rows: Ray Data writes no file
-    rows_in = parquet_rows(data.staging) if written else 0
+    rows_in = parquet_rows(data.staging)
     if rows_in == 0:
         raise PreprocessError(f"no rows read from {source}")
     check_every_file_read(data, files)
@@ -351,7 +353,7 @@ def _read_and_check(source: str | list[str], schema: LogSchema, data: DataDir) -
 def _quarantine(schema: LogSchema, data: DataDir, rows_in: int) -> tuple[int, dict[str, int]]:
     """The rejected rows to ``quarantine/``, counted by reason; refuse a run that rejects too many."""
     ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) != "").write_parquet(str(data.quarantine))
-    rows_quarantined = parquet_rows(data.quarantine) if data.quarantine.exists() and any(data.quarantine.iterdir()) else 0
+    rows_quarantined = parquet_rows(data.quarantine)
     if not rows_quarantined:
         shutil.rmtree(data.quarantine, ignore_errors=True)  # no rejected rows: no quarantine
     reasons: dict[str, int] = {}
@@ -413,7 +415,7 @@ def _move_splits(data: DataDir) -> dict[str, int]:
             part.rename(data.split(split))
         else:
             data.split(split).mkdir()
-        rows_out[split] = parquet_rows(data.split(split)) if any(data.split(split).iterdir()) else 0
+        rows_out[split] = parquet_rows(data.split(split))
     shutil.rmtree(data.encoded_staging)
     if rows_out["train"] == 0:
         raise PreprocessError("the train split is empty: check the split fractions and the timestamps")

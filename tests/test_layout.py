@@ -1,5 +1,5 @@
 """The repository's layout: the root never shadows the standard library's `platform` (docs/architecture.md, layout),
-and what a Serve replica imports as it starts."""
+and what a Serve replica, the CLI and the registry import as they start."""
 
 import subprocess
 import sys
