@@ -5,8 +5,10 @@ calling the model directly.
     python bench/serve_load.py                      # concurrency 1, 8, 32; 100 candidates per request
     python bench/serve_load.py --requests 400 --concurrency 1 8 32 64
 
-Prints p50 / p99 latency and requests/s per concurrency for both graphs with the p50 ratio, then
-candidates/s of the Ranker deployment (dynamic batching, through a handle) and of the bare model.
+Prints candidates/s of the Ranker deployment (dynamic batching, through a handle) and of the bare model; each hop
+alone (the bytes it sends and returns, its p50 through the handle beside the same work in this process); then p50 /
+p99 latency and requests/s per concurrency for both graphs and the one-process floor, with the ratios the serving
+goals read, and the CPU milliseconds each Serve process spends per request.
 """
 
 from __future__ import annotations
@@ -189,28 +191,65 @@ def ranker_alone(model, data: Path, candidates: int, n_calls: int = 256) -> None
         await asyncio.gather(*[call() for _ in range(n_calls)])
         return n_calls * candidates / (time.perf_counter() - start)
 
+    async def all_levels() -> list[float]:  # one event loop: a handle is bound to the loop it first ran in
+        return [await via_handle(in_flight) for in_flight in (1, 32, 128)]
+
     print(f"\nRanker: {candidates} candidates per call; the bare model (1 thread): {direct:,.0f} candidates/s")
-    for in_flight in (1, 32, 128):
-        rate = asyncio.run(via_handle(in_flight))
+    for in_flight, rate in zip((1, 32, 128), asyncio.run(all_levels())):
         print(f"  through a handle, {in_flight:>3} calls in flight: {rate:>9,.0f} candidates/s ({rate / direct:.2f}x)")
 
 
-def hop_costs(port: int, n: int = 100) -> None:
-    """HTTP + proxy + Ingress alone (GET /healthz), and with two sequential handle round trips (GET /version)."""
-    import httpx
+def hop_table(data: Path, model, body: dict, n: int = 100) -> None:
+    """Each hop of the graph alone, from this process through its handle: what it sends and returns (pickled bytes,
+    as Ray serialises them) and its p50, beside the same work called in this process; the difference is the hop."""
+    import pickle
 
-    def p50_of(path: str) -> float:
-        with httpx.Client() as client:
-            times = []
-            for _ in range(n):
-                start = time.perf_counter()
-                client.get(f"http://127.0.0.1:{port}{path}")
-                times.append(1000 * (time.perf_counter() - start))
+    import torch
+
+    from tamor.serve.deployments import FeatureLookup, Reranker
+
+    handles = {name: serve.get_deployment_handle(name, app_name="tamor") for name in ("FeatureLookup", "Ranker", "Reranker")}
+    lookup_here, rerank_here = FeatureLookup.func_or_class(str(data)), Reranker.func_or_class()
+    args = (body["user_id"], body["item_ids"], None, {}, 500)
+    found = lookup_here.lookup(*args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the Ranker's replica
+    scored = {"probs": model.predict_columns(found["columns"]), "version": "v", "tasks": model.tasks}
+    stages = {  # name: (work in this process, the call through the handle, what it sends, what it returns)
+        "Ingress → FeatureLookup": (lambda: lookup_here.lookup(*args), lambda: handles["FeatureLookup"].lookup.remote(*args), args, found),
+        "Ingress → Ranker": (lambda: model.predict_columns(found["columns"]), lambda: handles["Ranker"].rank.remote(found), found, scored),
+        "Ingress → Reranker": (lambda: rerank_here.rerank(found, scored, 10), lambda: handles["Reranker"].rerank.remote(found, scored, 10),
+                               (found, scored), rerank_here.rerank(found, scored, 10)),
+    }
+
+    def p50_ms(call) -> float:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            call()
+            times.append(1000 * (time.perf_counter() - start))
         return float(np.percentile(times, 50))
 
-    health, version = p50_of("/healthz"), p50_of("/version")
-    print(f"\nhops, p50: HTTP + proxy + Ingress {health:.1f} ms; + two handle round trips {version:.1f} ms "
-          f"({(version - health) / 2:.1f} ms each)")
+    async def through(call) -> float:
+        await call()
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await call()
+            times.append(1000 * (time.perf_counter() - start))
+        return float(np.percentile(times, 50))
+
+    here = {name: p50_ms(work) for name, (work, _, _, _) in stages.items()}
+    torch.set_num_threads(threads)
+
+    async def all_hops() -> dict[str, float]:  # one event loop: a handle is bound to the loop it first ran in
+        return {name: await through(call) for name, (_, call, _, _) in stages.items()}
+
+    print(f"\nhops, one request of {len(body['item_ids'])} candidates, p50 over {n} calls:")
+    print(f"{'hop':<24} {'sends':>8} {'returns':>8} | {'handle':>8} {'in process':>10} {'the hop':>8}")
+    for name, ms in asyncio.run(all_hops()).items():
+        sent, returned = (len(pickle.dumps(x, protocol=5)) for x in stages[name][2:])
+        print(f"{name:<24} {sent:>7,}B {returned:>7,}B | {ms:>6.1f}ms {here[name]:>8.1f}ms {ms - here[name]:>6.1f}ms")
 
 
 def start_bare(data: Path, model_file: Path, body: dict):
@@ -231,20 +270,54 @@ def start_bare(data: Path, model_file: Path, body: dict):
     return bare, port
 
 
+def serve_processes() -> dict[str, int]:
+    """Serve's proxy and every replica of both apps, by name ("tamor:Ranker", "ProxyActor"): their pids, from Ray's
+    state API."""
+    from ray.util.state import list_actors
+
+    alive = list_actors(filters=[("state", "=", "ALIVE")])
+    return {a.class_name.removeprefix("ServeReplica:"): a.pid for a in alive if a.class_name.startswith(("ServeReplica:", "ProxyActor"))}
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each process has used so far (psutil)."""
+    import psutil
+
+    return {name: sum(psutil.Process(pid).cpu_times()[:2]) for name, pid in pids.items()}
+
+
+def measured_load(url: str, bodies: list[dict], concurrency: int, pids: dict[str, int], graph: str) -> dict:
+    """:func:`load`, plus the CPU milliseconds per request each of the graph's processes (and the proxy) spent."""
+    mine = {name: pid for name, pid in pids.items() if name.startswith(f"{graph}:") or name == "ProxyActor"}
+    before = cpu_seconds(mine)
+    result = asyncio.run(load(url, bodies, concurrency))
+    after = cpu_seconds(mine)
+    result["cpu_ms"] = {name.removeprefix(f"{graph}:"): 1000 * (after[name] - before[name]) / (len(bodies) + 3) for name in mine}
+    return result
+
+
 def load_table(args: argparse.Namespace, app_args, data: Path, port: int, bare_port: int, bodies: list[dict]) -> None:
-    """Per concurrency: the graph, the trivial graph and the one-process floor side by side."""
+    """Per concurrency: the graph, the trivial graph and the one-process floor side by side; then where each graph's
+    CPU went, per request and process (on 2 CPUs the CPU each request costs bounds the requests/s)."""
+    pids, cpu = serve_processes(), []
     print(f"\n{args.requests} requests per level, {args.candidates} candidates each, loopback HTTP; Ranker batching "
           f"{app_args.max_batch_size} / {1000 * app_args.batch_wait_timeout_s:g} ms")
     print(f"{'concurrency':>11} | {'tamor p50':>10} {'p99':>8} {'req/s':>7} | {'trivial p50':>11} {'p99':>8} {'req/s':>7} | "
-          f"{'p50 ratio':>9} | {'one process p50':>15} {'p99':>8} {'req/s':>7}")
+          f"{'p50 ratio':>9} | {'one process p50':>15} {'p99':>8} {'req/s':>7} | {'req/s ratio':>11}")
     for c in args.concurrency:
-        ours = asyncio.run(load(f"http://127.0.0.1:{port}/recommend", bodies, c))
-        base = asyncio.run(load(f"http://127.0.0.1:{port}/trivial/recommend", bodies, c))
+        ours = measured_load(f"http://127.0.0.1:{port}/recommend", bodies, c, pids, "tamor")
+        base = measured_load(f"http://127.0.0.1:{port}/trivial/recommend", bodies, c, pids, "trivial")
         floor = asyncio.run(load(f"http://127.0.0.1:{bare_port}/recommend", bodies, c))
+        cpu += [(c, "tamor", ours["cpu_ms"]), (c, "trivial", base["cpu_ms"])]
         errors = (ours["errors"], base["errors"], floor["errors"])
         print(f"{c:>11} | {ours['p50']:>8.1f}ms {ours['p99']:>6.1f}ms {ours['rps']:>7.1f} | {base['p50']:>9.1f}ms "
               f"{base['p99']:>6.1f}ms {base['rps']:>7.1f} | {ours['p50'] / base['p50']:>8.2f}x | {floor['p50']:>13.1f}ms "
-              f"{floor['p99']:>6.1f}ms {floor['rps']:>7.1f}" + (f"  errors: {errors}" if any(errors) else ""))
+              f"{floor['p99']:>6.1f}ms {floor['rps']:>7.1f} | {ours['rps'] / floor['rps']:>10.2f}x"
+              + (f"  errors: {errors}" if any(errors) else ""))
+    print("\nCPU ms per request, by process:")
+    for c, graph, ms in cpu:
+        parts = ", ".join(f"{name} {v:.1f}" for name, v in sorted(ms.items(), key=lambda kv: -kv[1]))
+        print(f"  {graph:>7} at {c:>3}: {parts}; all {sum(ms.values()):.1f}")
 
 
 def main() -> None:
@@ -257,7 +330,6 @@ def main() -> None:
     port = free_port()
     app_args = start_apps(args, data, root, port)
     ranker_alone(model, data, args.candidates)
-    hop_costs(port)
     rng = np.random.default_rng(0)
     users = pd.read_parquet(data / "online" / "users")["user_id"].to_numpy()
     items = pd.read_parquet(data / "online" / "items")["item_id"].to_numpy()
@@ -265,6 +337,7 @@ def main() -> None:
         {"user_id": str(rng.choice(users)), "item_ids": rng.choice(items, min(args.candidates, len(items)), replace=False).tolist(), "top_n": 10}
         for _ in range(args.requests)
     ]
+    hop_table(data, model, bodies[0])
     bare, bare_port = start_bare(data, root / "model.pt", bodies[0])
     load_table(args, app_args, data, port, bare_port, bodies)
     bare.terminate()

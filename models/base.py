@@ -68,9 +68,10 @@ class MultiTaskModel(nn.Module):
         """Mean gate weights from the last forward pass (expert utilisation); empty if no gates."""
         return {}
 
-    @torch.no_grad()
+    @torch.inference_mode()  # no autograd bookkeeping at all: cheaper than no_grad for the small batches serving scores
     def predict_proba(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Task probabilities in the spec's task order, through the model's calibration: ``[B, T]``."""
+        """Task probabilities in the spec's task order, through the model's calibration: ``[B, T]`` (an inference
+        tensor: read it, or ``clone()`` it before changing it in place)."""
         logits = self(batch)
         return probabilities(torch.stack([logits[t] for t in self.tasks], dim=1), self.calibration)
 

@@ -21,7 +21,7 @@ from tamor.models.errors import TamorError
 from tamor.platform.data_dir import DataDir
 from tamor.platform.defaults import DEFAULT_DATA, DEFAULT_REGISTRY, SERVE_PORT
 from tamor.platform.registry import Registry, RegistryError
-from tamor.serve.deployments import DEPLOYMENTS, FeatureLookup, Ingress, Reranker, context_keys
+from tamor.serve.deployments import DEPLOYMENTS, RANKER_BATCHING, FeatureLookup, Ingress, Reranker, context_keys
 from tamor.serve.policy import RerankPolicy
 from tamor.serve.ranker import Ranker, load_checked
 
@@ -41,8 +41,8 @@ class AppArgs(BaseModel):
     device: str = "cpu"
     ranker_cpus: float = Field(DEPLOYMENTS["Ranker"]["ray_actor_options"]["num_cpus"], gt=0)
     ranker_gpus: float = Field(0.0, ge=0)
-    max_batch_size: int = Field(32, ge=1)
-    batch_wait_timeout_s: float = Field(0.003, ge=0)
+    max_batch_size: int = Field(RANKER_BATCHING["max_batch_size"], ge=1)
+    batch_wait_timeout_s: float = Field(RANKER_BATCHING["batch_wait_timeout_s"], ge=0)
     max_candidates: int = Field(500, ge=1)
     policy: RerankPolicy = Field(default_factory=RerankPolicy)
 

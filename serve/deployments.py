@@ -44,6 +44,9 @@ DEPLOYMENTS: dict[str, dict[str, Any]] = {
     "Ranker": {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 128, **_COMMON},
     "Reranker": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64, **_COMMON},
 }
+# The Ranker's dynamic batching: no wait for company (requests that queue while a batch runs form the next one, so a
+# wait buys no throughput and costs a lone request its length: bench/serve_load.py, docs/decisions.md), at most 32 requests.
+RANKER_BATCHING = {"max_batch_size": 32, "batch_wait_timeout_s": 0.0}
 
 
 class BadRequest(TamorError):

@@ -16,7 +16,7 @@ from tamor.models.base import MultiTaskModel
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.platform.registry import Registry
-from tamor.serve.deployments import DEPLOYMENTS
+from tamor.serve.deployments import DEPLOYMENTS, RANKER_BATCHING
 
 
 class ModelRefused(TamorError, ValueError):
@@ -61,7 +61,8 @@ class Ranker:
     A model whose encoder differs from ``encoder_fingerprint`` (the feature store's) is refused.
     """
 
-    def __init__(self, encoder_fingerprint: str, device: str = "cpu", max_batch_size: int = 32, batch_wait_timeout_s: float = 0.003):
+    def __init__(self, encoder_fingerprint: str, device: str = "cpu", max_batch_size: int = RANKER_BATCHING["max_batch_size"],
+                 batch_wait_timeout_s: float = RANKER_BATCHING["batch_wait_timeout_s"]):
         self.device = torch.device(device if device != "cuda" or torch.cuda.is_available() else "cpu")
         self.encoder_fingerprint = encoder_fingerprint
         self.model, self.version, self.last_error = None, "none", None
@@ -89,7 +90,7 @@ class Ranker:
         return {"version": self.version, "model": self.model.config.name, "tasks": self.model.tasks,
                 "encoder": self.model.encoder.fingerprint, "last_error": self.last_error}
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.003)
+    @serve.batch(**RANKER_BATCHING)
     async def rank(self, found: list[dict]) -> list[dict]:
         """FeatureLookup answers (``columns``: ``[n]`` each) → ``{"probs": [n, T], ...}`` per request, scored
         as one batch (a failed lookup fails its call before it gets here)."""
