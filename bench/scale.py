@@ -4,10 +4,11 @@
     python bench/scale.py --rows 2000000 8000000                          # how memory scales
 
 For each size, in one run: generate the synthetic world (Ray Data) → `tamor preprocess` → one training
-epoch of TAMOR with 2 Ray Train workers (train and validation splits sharded and streamed) → evaluate
-the checkpoint on the test split (streamed). Prints each stage's wall time, the driver's peak RSS, the
-largest peak RSS of any Ray worker process alive after the stage (VmHWM), each training worker's own
-peak RSS, and the machine's peak memory in use (sampled from /proc/meminfo every 0.5 s).
+epoch of TAMOR with 2 Ray Train workers (train and validation splits sharded and streamed) → the same training
+step on the same 2 threads over train rows held in memory (the bare step; its ratio is what Ray Train and Ray
+Data cost at this size) → evaluate the checkpoint on the test split (streamed). Prints each stage's wall time,
+the driver's peak RSS, the largest peak RSS of any Ray worker process alive after the stage (VmHWM), each
+training worker's own peak RSS, and the machine's peak memory in use (sampled from /proc/meminfo every 0.5 s).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 
 def _mib(kib: float) -> float:
@@ -70,6 +72,28 @@ class MemorySampler:
         self._thread.join()
 
 
+BARE_ROWS = 1_000_000  # the bare step's rows: enough for a steady rate, few enough to hold as tensors at any size
+
+
+def bare_step(data_dir: Path, cfg, run_dir: str) -> str:
+    """The training step of ``cfg`` on as many threads as it had workers, over up to :data:`BARE_ROWS` train rows held
+    in memory (``bench/train_throughput.py: bare_loop``), beside the Ray Train epoch of ``run_dir``."""
+    from train_throughput import bare_loop
+
+    from tamor.platform.preprocess import parquet_rows
+    from tamor.platform.run_files import read_epochs
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_workers)  # the threads the workers had, one each
+    try:
+        rate = bare_loop(data_dir, cfg, epochs=2, rows=BARE_ROWS)
+    finally:
+        torch.set_num_threads(threads)
+    epoch, held = read_epochs(run_dir)[-1], min(BARE_ROWS, parquet_rows(data_dir / "train"))
+    return (f"{rate:,.0f} samples/s on {cfg.num_workers} threads ({held:,} rows in memory, 2nd epoch); "
+            f"Ray Train's epoch at {epoch['train_samples_per_s'] / rate:.2f}x of it")
+
+
 def run_size(rows: int, work: Path, block_rows: int) -> list[dict]:
     from tamor.platform.evaluate import evaluate_checkpoint
     from tamor.platform.generate import generate
@@ -108,6 +132,7 @@ def run_size(rows: int, work: Path, block_rows: int) -> list[dict]:
         return f"val AUC {epoch['val_auc_mean']:.4f} on {epoch['val_rows']:,} rows; {epoch['train_samples_per_s']:,.0f} samples/s; {per_worker}"
 
     stage("train 1 epoch (2 workers)", fit)
+    stage("the bare step (same threads)", lambda: bare_step(work / "data", cfg, summary["run_dir"]))
 
     def evaluate() -> str:
         metrics = evaluate_checkpoint(summary["best_checkpoint"], work / "data")
