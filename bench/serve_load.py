@@ -22,30 +22,35 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI
-from ray import serve
 
-trivial_api = FastAPI()
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
-class Echo:
-    def __call__(self, x: dict) -> dict:
-        return x
+# Serve is imported in the functions that use it: Serve reads its settings from the environment once, at import, and
+# the handles a process makes (those it binds into the graph too) keep them.
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
-@serve.ingress(trivial_api)
-class TrivialIngress:
-    """Three deployments like ours (ingress → a → b), doing no work."""
+def trivial_app():
+    """Three deployments like ours (ingress → echo → echo), doing no work: the graph our hops are compared with."""
+    from fastapi import FastAPI
+    from ray import serve
 
-    def __init__(self, a, b):
-        self.a, self.b = a, b
+    trivial_api = FastAPI()
 
-    @trivial_api.post("/recommend")
-    async def recommend(self, body: dict) -> dict:
-        x = await self.a.remote(body)
-        return await self.b.remote({"n": len(x.get("item_ids", []))})
+    @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
+    class Echo:
+        def __call__(self, x: dict) -> dict:
+            return x
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
+    @serve.ingress(trivial_api)
+    class TrivialIngress:
+        def __init__(self, a, b):
+            self.a, self.b = a, b
+
+        @trivial_api.post("/recommend")
+        async def recommend(self, body: dict) -> dict:
+            x = await self.a.remote(body)
+            return await self.b.remote({"n": len(x.get("item_ids", []))})
+
+    return TrivialIngress.bind(Echo.options(name="EchoA").bind(), Echo.options(name="EchoB").bind())
 
 
 def run_bare_app(data_dir: str, model_file: str, port: int) -> None:
@@ -53,7 +58,7 @@ def run_bare_app(data_dir: str, model_file: str, port: int) -> None:
     process, no Serve (run in a subprocess, one torch thread like the Ranker's replica)."""
     import torch
     import uvicorn
-    from fastapi import Body, HTTPException
+    from fastapi import Body, FastAPI, HTTPException
 
     from tamor.models.factory import load_model
     from tamor.platform.data_dir import DataDir
@@ -150,6 +155,8 @@ def prepared(args: argparse.Namespace, root: Path):
 
 def start_apps(args: argparse.Namespace, data: Path, root: Path, port: int):
     """The composed graph at ``/`` and the trivial one at ``/trivial``, on one Serve instance; the graph's args."""
+    from ray import serve
+
     from tamor.serve.app import AppArgs, build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -157,7 +164,7 @@ def start_apps(args: argparse.Namespace, data: Path, root: Path, port: int):
     gpu = {"device": "cuda", "ranker_gpus": 1.0} if args.device == "cuda" else {}
     app_args = AppArgs(data_dir=str(data), registry=str(root / "registry"), **batching, **gpu)
     serve.run(build_app(app_args.model_dump()), name="tamor", route_prefix="/")
-    serve.run(TrivialIngress.bind(Echo.bind(), Echo.bind()), name="trivial", route_prefix="/trivial")
+    serve.run(trivial_app(), name="trivial", route_prefix="/trivial")
     return app_args
 
 
@@ -165,6 +172,7 @@ def ranker_alone(model, data: Path, candidates: int, n_calls: int = 256) -> None
     """Dynamic batching through a handle with up to ``in_flight`` concurrent calls, against the bare model in this
     process on one thread (as the replica's 0.5 CPU gets OMP_NUM_THREADS=1)."""
     import torch
+    from ray import serve
 
     from tamor.models.inputs import batch_from_columns
 
@@ -205,6 +213,7 @@ def hop_table(data: Path, model, body: dict, n: int = 100) -> None:
     import pickle
 
     import torch
+    from ray import serve
 
     from tamor.serve.deployments import FeatureLookup, Reranker
 
@@ -281,6 +290,8 @@ def serve_processes() -> dict[str, int]:
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     """User + system CPU seconds each process has used so far (psutil)."""
+    if not pids:
+        return {}
     import psutil
 
     return {name: sum(psutil.Process(pid).cpu_times()[:2]) for name, pid in pids.items()}
@@ -299,7 +310,10 @@ def measured_load(url: str, bodies: list[dict], concurrency: int, pids: dict[str
 def load_table(args: argparse.Namespace, app_args, data: Path, port: int, bare_port: int, bodies: list[dict]) -> None:
     """Per concurrency: the graph, the trivial graph and the one-process floor side by side; then where each graph's
     CPU went, per request and process (on 2 CPUs the CPU each request costs bounds the requests/s)."""
-    pids, cpu = serve_processes(), []
+    import importlib.util
+
+    # psutil (`pip install -e ".[bench]"`) reads the processes' CPU; without it the table is left out, not the run
+    pids, cpu = (serve_processes() if importlib.util.find_spec("psutil") else {}), []
     print(f"\n{args.requests} requests per level, {args.candidates} candidates each, loopback HTTP; Ranker batching "
           f"{app_args.max_batch_size} / {1000 * app_args.batch_wait_timeout_s:g} ms")
     print(f"{'concurrency':>11} | {'tamor p50':>10} {'p99':>8} {'req/s':>7} | {'trivial p50':>11} {'p99':>8} {'req/s':>7} | "
@@ -314,8 +328,8 @@ def load_table(args: argparse.Namespace, app_args, data: Path, port: int, bare_p
               f"{base['p99']:>6.1f}ms {base['rps']:>7.1f} | {ours['p50'] / base['p50']:>8.2f}x | {floor['p50']:>13.1f}ms "
               f"{floor['p99']:>6.1f}ms {floor['rps']:>7.1f} | {ours['rps'] / floor['rps']:>10.2f}x"
               + (f"  errors: {errors}" if any(errors) else ""))
-    print("\nCPU ms per request, by process:")
-    for c, graph, ms in cpu:
+    print("\nCPU ms per request, by process:" if pids else "\nCPU per request: psutil is not installed")
+    for c, graph, ms in cpu if pids else []:
         parts = ", ".join(f"{name} {v:.1f}" for name, v in sorted(ms.items(), key=lambda kv: -kv[1]))
         print(f"  {graph:>7} at {c:>3}: {parts}; all {sum(ms.values()):.1f}")
 
@@ -341,6 +355,8 @@ def main() -> None:
     bare, bare_port = start_bare(data, root / "model.pt", bodies[0])
     load_table(args, app_args, data, port, bare_port, bodies)
     bare.terminate()
+    from ray import serve
+
     serve.shutdown()
 
 

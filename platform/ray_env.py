@@ -20,11 +20,7 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 RAY_SETTINGS = {"RAY_DATA_USE_DATASOURCE_V2": "0", "RAY_DATA_DEFAULT_SHUFFLE_STRATEGY": "hash_shuffle",
                 "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 # A private one-machine cluster has no node to preempt: Ray Train need not start a preemption-watcher actor per run.
-# Serve's throughput-optimised mode (gRPC between replicas, user code on the replica's own loop) costs each served
-# request less CPU in every hop (docs/decisions.md, "Serving hops"); without its direct ingress (the proxy stays the one
-# HTTP port) and with handles' routers on their own loop (so a handle also answers `.result()` outside asyncio).
-PRIVATE_RAY_SETTINGS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1"}
+PRIVATE_RAY_SETTINGS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 def apply_ray_settings() -> None:

@@ -212,22 +212,6 @@ def test_the_http_proxy_listens_on_loopback_only(serve_url):
     assert listening_addresses(port) == {"127.0.0.1"}  # never 0.0.0.0 (docs/serving.md: sockets)
 
 
-def test_the_replicas_of_a_private_ray_run_serve_throughput_optimised(serve_url):
-    """Every replica and the proxy start with Serve's throughput settings (``PRIVATE_RAY_SETTINGS``): read from
-    each process's environment, as Serve reads them when it starts."""
-    from ray.util.state import list_actors
-
-    from tamor.platform.ray_env import PRIVATE_RAY_SETTINGS
-
-    serve_settings = {k: v for k, v in PRIVATE_RAY_SETTINGS.items() if k.startswith("RAY_SERVE_")}
-    assert serve_settings["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
-    processes = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if a.class_name.startswith(("ServeReplica:tamor", "ProxyActor"))]
-    assert len(processes) >= 5, [a.class_name for a in processes]  # the proxy and the graph's four stages
-    for actor in processes:
-        environ = dict(line.split("=", 1) for line in open(f"/proc/{actor.pid}/environ").read().split("\0") if "=" in line)
-        assert {k: environ.get(k) for k in serve_settings} == serve_settings, actor.class_name
-
-
 # ---------------------------------------------------- training/serving skew: one impression, over HTTP and offline
 # (that every kind of raw value encodes alike offline and online is tests/serve/test_skew.py's)
 
