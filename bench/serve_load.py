@@ -22,35 +22,30 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from fastapi import FastAPI
+from ray import serve
 
-# Serve is imported in the functions that use it: Serve reads its settings from the environment once, at import, and
-# the handles a process makes (those it binds into the graph too) keep them.
+trivial_api = FastAPI()
 
 
-def trivial_app():
-    """Three deployments like ours (ingress → echo → echo), doing no work: the graph our hops are compared with."""
-    from fastapi import FastAPI
-    from ray import serve
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
+class Echo:
+    def __call__(self, x: dict) -> dict:
+        return x
 
-    trivial_api = FastAPI()
 
-    @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
-    class Echo:
-        def __call__(self, x: dict) -> dict:
-            return x
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
+@serve.ingress(trivial_api)
+class TrivialIngress:
+    """Three deployments like ours (ingress → a → b), doing no work."""
 
-    @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
-    @serve.ingress(trivial_api)
-    class TrivialIngress:
-        def __init__(self, a, b):
-            self.a, self.b = a, b
+    def __init__(self, a, b):
+        self.a, self.b = a, b
 
-        @trivial_api.post("/recommend")
-        async def recommend(self, body: dict) -> dict:
-            x = await self.a.remote(body)
-            return await self.b.remote({"n": len(x.get("item_ids", []))})
-
-    return TrivialIngress.bind(Echo.options(name="EchoA").bind(), Echo.options(name="EchoB").bind())
+    @trivial_api.post("/recommend")
+    async def recommend(self, body: dict) -> dict:
+        x = await self.a.remote(body)
+        return await self.b.remote({"n": len(x.get("item_ids", []))})
 
 
 def run_bare_app(data_dir: str, model_file: str, port: int) -> None:
@@ -58,7 +53,7 @@ def run_bare_app(data_dir: str, model_file: str, port: int) -> None:
     process, no Serve (run in a subprocess, one torch thread like the Ranker's replica)."""
     import torch
     import uvicorn
-    from fastapi import Body, FastAPI, HTTPException
+    from fastapi import Body, HTTPException
 
     from tamor.models.factory import load_model
     from tamor.platform.data_dir import DataDir
@@ -155,8 +150,6 @@ def prepared(args: argparse.Namespace, root: Path):
 
 def start_apps(args: argparse.Namespace, data: Path, root: Path, port: int):
     """The composed graph at ``/`` and the trivial one at ``/trivial``, on one Serve instance; the graph's args."""
-    from ray import serve
-
     from tamor.serve.app import AppArgs, build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -164,7 +157,7 @@ def start_apps(args: argparse.Namespace, data: Path, root: Path, port: int):
     gpu = {"device": "cuda", "ranker_gpus": 1.0} if args.device == "cuda" else {}
     app_args = AppArgs(data_dir=str(data), registry=str(root / "registry"), **batching, **gpu)
     serve.run(build_app(app_args.model_dump()), name="tamor", route_prefix="/")
-    serve.run(trivial_app(), name="trivial", route_prefix="/trivial")
+    serve.run(TrivialIngress.bind(Echo.options(name="EchoA").bind(), Echo.options(name="EchoB").bind()), name="trivial", route_prefix="/trivial")
     return app_args
 
 
@@ -172,7 +165,6 @@ def ranker_alone(model, data: Path, candidates: int, n_calls: int = 256) -> None
     """Dynamic batching through a handle with up to ``in_flight`` concurrent calls, against the bare model in this
     process on one thread (as the replica's 0.5 CPU gets OMP_NUM_THREADS=1)."""
     import torch
-    from ray import serve
 
     from tamor.models.inputs import batch_from_columns
 
@@ -213,7 +205,6 @@ def hop_table(data: Path, model, body: dict, n: int = 100) -> None:
     import pickle
 
     import torch
-    from ray import serve
 
     from tamor.serve.deployments import FeatureLookup, Reranker
 
@@ -224,11 +215,12 @@ def hop_table(data: Path, model, body: dict, n: int = 100) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the Ranker's replica
     scored = {"probs": model.predict_columns(found["columns"]), "version": "v", "tasks": model.tasks}
+    answer = rerank_here.rerank(found, scored, 10)
     stages = {  # name: (work in this process, the call through the handle, what it sends, what it returns)
         "Ingress → FeatureLookup": (lambda: lookup_here.lookup(*args), lambda: handles["FeatureLookup"].lookup.remote(*args), args, found),
         "Ingress → Ranker": (lambda: model.predict_columns(found["columns"]), lambda: handles["Ranker"].rank.remote(found), found, scored),
         "Ingress → Reranker": (lambda: rerank_here.rerank(found, scored, 10), lambda: handles["Reranker"].rerank.remote(found, scored, 10),
-                               (found, scored), rerank_here.rerank(found, scored, 10)),
+                               (found, scored), answer),
     }
 
     def p50_ms(call) -> float:
@@ -282,9 +274,11 @@ def start_bare(data: Path, model_file: Path, body: dict):
 def serve_processes() -> dict[str, int]:
     """Serve's proxy and every replica of both apps, by name ("tamor:Ranker", "ProxyActor"): their pids, from Ray's
     state API."""
+    import ray
     from ray.util.state import list_actors
 
-    alive = list_actors(filters=[("state", "=", "ALIVE")])
+    # this process's Ray, named: the state API refuses to guess when another Ray runs on the machine
+    alive = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")])
     return {a.class_name.removeprefix("ServeReplica:"): a.pid for a in alive if a.class_name.startswith(("ServeReplica:", "ProxyActor"))}
 
 
@@ -355,8 +349,6 @@ def main() -> None:
     bare, bare_port = start_bare(data, root / "model.pt", bodies[0])
     load_table(args, app_args, data, port, bare_port, bodies)
     bare.terminate()
-    from ray import serve
-
     serve.shutdown()
 
 
