@@ -45,8 +45,8 @@ from tamor.platform.validate import FILE, KEY, REASON, check_batch, parse_label
 
 OTHER_SCENARIO = "<other>"
 _HASH_BUCKETS = 1_000_000
-# Rows per call of the row checks and the encoder's statistics: each call has a fixed cost of many pandas operations,
-# and Ray Data's reader splits files into blocks of a few thousand rows, one call each unless told otherwise.
+# Rows per call of every pass over the rows (checks, statistics, encoding, the teacher's predictions): each call has a
+# fixed cost of many pandas operations, and Ray Data calls a function once per block unless told otherwise.
 BATCH_ROWS = 65_536
 # Log rows per hash partition where per-block partial results (counts per value, latest rows per key) are combined by
 # key; a smaller log gathers them into one block: starting a hash shuffle's actors costs more than the work.
@@ -72,11 +72,25 @@ class PreprocessReport:
 # ---------------------------------------------------------------- reading
 
 
+def read_blocks(files: int) -> dict[str, int]:
+    """Ray Data's read option for ``files`` files: one block per file where they are at least as many as the cluster's
+    CPUs, so each task reads and works whole files in :data:`BATCH_ROWS` batches. Ray's default splits them into
+    blocks of a few thousand rows, which a ``map_batches`` of larger batches must gather again in a second operator,
+    given half the CPUs while the reads hold the rest; with fewer files than CPUs that split is what spreads them."""
+    return {"override_num_blocks": files} if files >= ray.cluster_resources().get("CPU", 1) else {}
+
+
+def read_written(*paths: Path) -> ray.data.Dataset:
+    """The Parquet files preprocessing wrote under ``paths`` (directories), read in :func:`read_blocks`."""
+    files = sum(len(pads.dataset(str(p), format="parquet").files) for p in paths)
+    return ray.data.read_parquet([str(p) for p in paths], **read_blocks(files))
+
+
 def read_source(files: list[str], schema: LogSchema, columns: list[str]) -> ray.data.Dataset:
     """Read every one of ``files`` (:func:`~tamor.platform.sources.source_files`) as declared by ``schema.source``,
     each row with its file's path in ``path``; CSV columns are read as text (parsing is ours)."""
     fmt = schema.source.format
-    every = {"file_extensions": None, "include_paths": True}  # the files were listed and checked on the driver
+    every = {"file_extensions": None, "include_paths": True, **read_blocks(len(files))}  # listed and checked on the driver
     if fmt == "parquet":
         return ray.data.read_parquet(files, **every)
     if fmt == "json":
@@ -239,7 +253,8 @@ def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, data: DataDir, ro
     for kind in ONLINE_KINDS:
         key, cols = spec.online_columns(kind)
         keep = list(dict.fromkeys([key, order, *cols]))
-        per_block = encoded.select_columns(keep).map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas")
+        per_block = encoded.select_columns(keep).map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas",
+                                                             batch_size=BATCH_ROWS)
         combine_by_key(per_block, [key], rows, _latest, {"key": key, "order": order}).write_parquet(str(data.online(kind)))
         counts[kind] = parquet_rows(data.online(kind))
     return counts
@@ -247,9 +262,9 @@ def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, data: DataDir, ro
 
 def write_teacher(data: DataDir, spec: FeatureSpec, rows: int) -> None:
     """Rewrite the train split with the out-of-fold teacher's ``teacher_<task>`` columns (beside it, then swapped in)."""
-    train = ray.data.read_parquet(str(data.split("train")))
+    train = read_written(data.split("train"))
     teachers = fit_teachers(train, rows, spec)
-    train.map_batches(add_teacher, fn_kwargs={"spec": spec, "teachers": teachers}, batch_format="pyarrow").write_parquet(
+    train.map_batches(add_teacher, fn_kwargs={"spec": spec, "teachers": teachers}, batch_format="pyarrow", batch_size=BATCH_ROWS).write_parquet(
         str(data.train_staging))
     old = data.staging / "train_without_teacher"  # in the staging area: a failed run's cleanup removes it
     old.parent.mkdir(parents=True, exist_ok=True)
@@ -284,7 +299,7 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
 
 def check_every_file_read(data: DataDir, files: list[str]) -> None:
     """Each listed file gave rows (the conservation check counts the rows that were read; this, the files)."""
-    per_block = ray.data.read_parquet(str(data.staging)).select_columns([FILE]).map_batches(_counts, fn_kwargs={"column": FILE},
+    per_block = read_written(data.staging).select_columns([FILE]).map_batches(_counts, fn_kwargs={"column": FILE},
                                                                                             batch_format="pandas")
     read = {str(p).split("://", 1)[-1] for p in per_block.to_pandas()[FILE]}  # files × blocks rows
     unread = [f for f in files if f.split("://", 1)[-1] not in read]
@@ -352,13 +367,13 @@ def _read_and_check(source: str | list[str], schema: LogSchema, data: DataDir) -
 
 def _quarantine(schema: LogSchema, data: DataDir, rows_in: int) -> tuple[int, dict[str, int]]:
     """The rejected rows to ``quarantine/``, counted by reason; refuse a run that rejects too many."""
-    ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) != "").write_parquet(str(data.quarantine))
+    read_written(data.staging).filter(expr=col(REASON) != "").write_parquet(str(data.quarantine))
     rows_quarantined = parquet_rows(data.quarantine)
     if not rows_quarantined:
         shutil.rmtree(data.quarantine, ignore_errors=True)  # no rejected rows: no quarantine
     reasons: dict[str, int] = {}
     if rows_quarantined:
-        per_block = ray.data.read_parquet(str(data.quarantine)).select_columns([REASON]).map_batches(
+        per_block = read_written(data.quarantine).select_columns([REASON]).map_batches(
             _counts, fn_kwargs={"column": REASON}, batch_format="pandas").to_pandas()
         reasons = {str(k): int(n) for k, n in per_block.groupby(REASON)["n"].sum().items()}
     for t in schema.present_tasks:  # a label column that is really an amount: say so, never 0 positives in silence
@@ -381,23 +396,24 @@ def _quarantine(schema: LogSchema, data: DataDir, rows_in: int) -> tuple[int, di
 
 def _encode_and_write(schema: LogSchema, data: DataDir, rows_in: int) -> tuple[dict[str, int], dict, tuple, Encoder]:
     """Fit the encoder on train, write the encoded splits, the raw test rows, the online snapshots and the teacher."""
-    good = ray.data.read_parquet(str(data.staging)).filter(expr=col(REASON) == "")
+    good = read_written(data.staging).filter(expr=col(REASON) == "")
     cuts = _cut_points(good, schema)
     encoder = fit(good, schema, cuts, rows_in)
     spec = encoder.feature_spec(task_specs(schema), timestamp="ts" if schema.timestamp else None)
-    good.map_batches(encode_batch, fn_kwargs={"schema": schema, "encoder": encoder, "cuts": cuts}, batch_format="pandas").write_parquet(
+    good.map_batches(encode_batch, fn_kwargs={"schema": schema, "encoder": encoder, "cuts": cuts}, batch_format="pandas",
+                     batch_size=BATCH_ROWS).write_parquet(
         str(data.encoded_staging), partition_cols=["split"]
     )
     good.map_batches(_rows_of, fn_kwargs={"split": "test", "schema": schema, "cuts": cuts}, batch_format="pandas",
                      batch_size=BATCH_ROWS).drop_columns([REASON]).write_parquet(str(data.raw_test))
     rows_out = _move_splits(data)
     if schema.preprocess.numeric_bin_edges == "tree":  # edges shape the model's input layer, not the encoded columns
-        numeric = fit_tree_bins(ray.data.read_parquet(str(data.split("train"))), rows_out["train"], spec, schema.preprocess.numeric_bins)
+        numeric = fit_tree_bins(read_written(data.split("train")), rows_out["train"], spec, schema.preprocess.numeric_bins)
         encoder = encoder.model_copy(update={"numeric": numeric})
         spec = spec.model_copy(update={"numeric": numeric})
     spec.save(data.spec_file)
     encoder.save(data.encoder_file)
-    encoded = ray.data.read_parquet([str(data.split(s)) for s in SPLITS if rows_out[s]])
+    encoded = read_written(*[data.split(s) for s in SPLITS if rows_out[s]])
     online = write_online(encoded, spec, data, rows_in)
     if schema.preprocess.teacher:  # after the online snapshots, which read every split with one schema
         write_teacher(data, spec, rows_out["train"])

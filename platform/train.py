@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as pads
 import ray
 import ray.train
 import torch
@@ -249,12 +250,23 @@ def any_worker(flag: bool, world_size: int, device: torch.device) -> bool:
 # ------------------------------------------------------------------------------- the driver side
 
 
+# The fewest blocks one shuffle window mixes: the epoch visits blocks in a random order and mixes a window of them at a
+# time, so the train split is read in blocks of shuffle_buffer / WINDOW_BLOCKS rows, however preprocessing cut its files.
+WINDOW_BLOCKS = 32
+
+
 def read_split(data_dir: str | Path, split: str, spec: FeatureSpec, read_cpus: float = 0.25,
-               with_teacher: bool = False) -> ray.data.Dataset:
-    """A split's model columns (and the train split's teacher columns). Reads take a fractional CPU: they are
-    I/O bound, and whole-CPU reads would starve beside fractional trainer workers on a 2-CPU machine."""
+               with_teacher: bool = False, block_rows: int | None = None) -> ray.data.Dataset:
+    """A split's model columns (and the train split's teacher columns), in blocks of at most ``block_rows`` rows if given.
+    Reads take a fractional CPU: they are I/O bound, and whole-CPU reads would starve beside fractional trainer workers
+    on a 2-CPU machine."""
+    path = str(DataDir(data_dir).split(split))
+    blocks = {}
+    if block_rows:
+        files = pads.dataset(path, format="parquet")
+        blocks = {"override_num_blocks": max(len(files.files), -(-files.count_rows() // block_rows))}
     columns = batch_columns(spec, with_teacher=with_teacher)
-    return ray.data.read_parquet(str(DataDir(data_dir).split(split)), num_cpus=read_cpus).select_columns(columns)
+    return ray.data.read_parquet(path, num_cpus=read_cpus, **blocks).select_columns(columns)
 
 
 def cached(ds: ray.data.Dataset, cfg: TrainConfig) -> ray.data.Dataset:
@@ -317,7 +329,8 @@ def build_trainer(cfg: TrainConfig, name: str, callbacks: list | None = None,
             callbacks=callbacks,
         ),
         # blocks in a seeded random order (a time-split log is written in date order), rows mixed per epoch
-        datasets={"train": cached(read_split(cfg.data_dir, "train", spec, with_teacher=cfg.distill > 0), cfg).randomize_block_order(seed=cfg.seed),
+        datasets={"train": cached(read_split(cfg.data_dir, "train", spec, with_teacher=cfg.distill > 0,
+                                             block_rows=cfg.shuffle_buffer // WINDOW_BLOCKS), cfg).randomize_block_order(seed=cfg.seed),
                   "valid": cached(read_split(cfg.data_dir, "valid", spec), cfg)},
         # several workers: both splits sharded, so a worker holds its part of the validation split, never all of it
         # (cut into equal parts, which leaves out fewer than num_workers rows); one worker reads them whole itself,

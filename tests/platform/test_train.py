@@ -15,12 +15,14 @@ import torch
 from helpers import TINY, FailOnce, read_offline_history
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
+from tamor.models.feature_spec import FeatureSpec
 from tamor.platform.checkpoints import check_resumable, checkpoint_dirs
 from tamor.platform.data_dir import DataDir
 from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
 from tamor.platform.run_files import RUN_FILE, TRAINING_STATE_FILE, read_epochs
 from tamor.platform.step import weight_average
-from tamor.platform.train import TrainConfig, build_trainer, claim_run, epoch_batches, hold_run, train
+from tamor.platform.preprocess import parquet_rows
+from tamor.platform.train import TrainConfig, build_trainer, claim_run, epoch_batches, hold_run, read_split, train
 
 
 def config(data, tmp_path, **kw) -> TrainConfig:
@@ -50,6 +52,14 @@ def test_training_batches_are_shuffled_anew_every_epoch(ray_session):
     assert abs(np.corrcoef(first, np.arange(4000))[0, 1]) < 0.2  # far from the data (date) order
     unshuffled = epoch(0, cfg.model_copy(update={"shuffle_buffer": 0}))  # blocks may interleave, rows within them do not
     assert (np.diff(unshuffled) == 1).mean() > 0.99 and (np.diff(first) == 1).mean() < 0.05
+
+
+def test_the_train_split_is_read_in_blocks_of_the_requested_rows_whatever_its_files_hold(synthetic_data):
+    data = DataDir(synthetic_data)
+    rows = parquet_rows(data.split("train"))
+    spec = FeatureSpec.load(data.spec_file)
+    ds = read_split(synthetic_data, "train", spec, block_rows=rows // 400).materialize()  # Ray's default: 200 blocks
+    assert ds.count() == rows and ds.num_blocks() >= 400  # the epoch's shuffle mixes blocks: their size is its grain
 
 
 def test_a_config_naming_unknown_tasks_or_metrics_is_refused(synthetic_data, tmp_path):
