@@ -264,8 +264,8 @@ def write_teacher(data: DataDir, spec: FeatureSpec, rows: int) -> None:
     """Rewrite the train split with the out-of-fold teacher's ``teacher_<task>`` columns (beside it, then swapped in)."""
     train = read_written(data.split("train"))
     teachers = fit_teachers(train, rows, spec)
-    train.map_batches(add_teacher, fn_kwargs={"spec": spec, "teachers": teachers}, batch_format="pyarrow", batch_size=BATCH_ROWS).write_parquet(
-        str(data.train_staging))
+    train.map_batches(add_teacher, fn_kwargs={"spec": spec, "teachers": teachers}, batch_format="pyarrow",
+                      batch_size=BATCH_ROWS).write_parquet(str(data.train_staging))
     old = data.staging / "train_without_teacher"  # in the staging area: a failed run's cleanup removes it
     old.parent.mkdir(parents=True, exist_ok=True)
     data.split("train").rename(old)  # two renames: the written split is never removed before its replacement is whole

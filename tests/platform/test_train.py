@@ -19,9 +19,9 @@ from tamor.models.feature_spec import FeatureSpec
 from tamor.platform.checkpoints import check_resumable, checkpoint_dirs
 from tamor.platform.data_dir import DataDir
 from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
+from tamor.platform.preprocess import parquet_rows
 from tamor.platform.run_files import RUN_FILE, TRAINING_STATE_FILE, read_epochs
 from tamor.platform.step import weight_average
-from tamor.platform.preprocess import parquet_rows
 from tamor.platform.train import TrainConfig, build_trainer, claim_run, epoch_batches, hold_run, read_split, train
 
 
