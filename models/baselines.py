@@ -60,8 +60,7 @@ class MMoE(GroupedExperts):
         return CGC(len(self.tasks), 0, self.config.num_experts, d_in, self.config.expert_dims, last=True)
 
     def task_outputs(self, batch: Mapping[str, Tensor]) -> Tensor:
-        x = self.joint_input(batch)
-        return self.experts(x.unsqueeze(1).expand(-1, len(self.tasks), -1), x)[0]
+        return self.experts(None, self.joint_input(batch))[0].transpose(0, 1)
 
     def gate_distributions(self) -> dict[str, Tensor]:
         return {name: g.mean(0) for name, g in self.experts.last_gates.items()}

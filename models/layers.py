@@ -25,9 +25,13 @@ def mlp(d_in: int, dims: list[int], dropout: float = 0.0, last_activation: bool 
 class BatchedExperts(nn.Module):
     """E expert MLPs run as batched matrix products: one weight tensor per layer for all experts.
 
-    Input ``[B, d_in]`` (every expert sees the same input) or ``[B, E, d_in]`` (one input per expert);
-    output ``[B, E, dims[-1]]``. Equivalent to a loop over E separate MLPs (see :meth:`loop_reference`),
-    but one kernel per layer instead of E.
+    Input ``[B, d_in]`` (every expert reads the same rows) or ``[E, B, d_in]`` (one input per expert); output
+    ``[E, B, dims[-1]]``, expert-major: each expert's rows are contiguous, so a layer is one batched GEMM with
+    its bias fused, and a gate mixes whole slices. Equal to a loop over E separate MLPs (:meth:`loop_reference`).
+
+    >>> experts = BatchedExperts(num_experts=3, d_in=8, dims=[16, 4])
+    >>> tuple(experts(torch.randn(5, 8)).shape)
+    (3, 5, 4)
     """
 
     def __init__(self, num_experts: int, d_in: int, dims: list[int]):
@@ -45,9 +49,9 @@ class BatchedExperts(nn.Module):
             d_in = d_out
 
     def forward(self, x: Tensor) -> Tensor:
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.einsum("bi,eio->beo", x, w) if (i == 0 and x.dim() == 2) else torch.einsum("bei,eio->beo", x, w)
-            x = F.relu(x + b)
+        x = x.expand(self.num_experts, -1, -1) if x.dim() == 2 else x  # a view: no copy of the shared rows
+        for w, b in zip(self.weights, self.biases):
+            x = F.relu(torch.baddbmm(b.unsqueeze(1), x, w), inplace=True)  # baddbmm's backward does not read its output
         return x
 
     def loop_reference(self) -> nn.ModuleList:
@@ -67,43 +71,63 @@ class BatchedExperts(nn.Module):
 class CGC(nn.Module):
     """One level of Customized Gate Control (PLE): G groups of specific experts plus shared experts.
 
-    Inputs: ``x_groups [B, G, d_in]`` and ``x_shared [B, d_in]``. Outputs: ``[B, G, h]`` (each group's
-    gated mix of its own and the shared experts) and, unless ``last``, ``[B, h]`` (the shared gate's mix
-    of all experts, the next level's shared input). With ``specific = 0`` this is an MMoE layer.
+    Inputs, group-major: ``x_groups [G, B, d_in]`` (``None``: every group reads ``x_shared``, as at a first level
+    or in MMoE) and ``x_shared [B, d_in]``. Outputs: ``[G, B, h]`` (each group's gated mix of its own and the
+    shared experts) and, unless ``last``, ``[B, h]`` (the shared gate's mix of all experts, the next level's
+    shared input). With ``specific = 0`` this is an MMoE layer. ``last_gates`` keeps the last gates batch-first.
+
+    >>> layer = CGC(groups=2, specific=1, shared=2, d_in=8, dims=[6], last=False)
+    >>> groups, shared = layer(None, torch.randn(5, 8))
+    >>> tuple(groups.shape), tuple(shared.shape), tuple(layer.last_gates["groups"].shape)
+    ((2, 5, 6), (5, 6), (5, 2, 3))
     """
 
     def __init__(self, groups: int, specific: int, shared: int, d_in: int, dims: list[int], last: bool):
         super().__init__()
         self.groups, self.specific, self.shared, self.last = groups, specific, shared, last
-        n_experts = groups * specific + shared
+        n_experts = groups * specific + shared  # group g's specific experts first, in group order, then the shared
         self.experts = BatchedExperts(n_experts, d_in, dims)
-        # expert e reads input slot expert_slot[e]: slot g < G is group g's input, slot G the shared one
-        slot = [g for g in range(groups) for _ in range(specific)] + [groups] * shared
-        self.register_buffer("expert_slot", torch.tensor(slot), persistent=False)
-        shared_ids = list(range(groups * specific, n_experts))
-        gate_ids = [list(range(g * specific, (g + 1) * specific)) + shared_ids for g in range(groups)]
-        self.register_buffer("gate_experts", torch.tensor(gate_ids), persistent=False)  # [G, k+s]
         self.gate_w = nn.Parameter(torch.randn(groups, d_in, specific + shared) * 0.01)
         self.gate_b = nn.Parameter(torch.zeros(groups, specific + shared))
         self.shared_gate = None if last else nn.Linear(d_in, n_experts)
         self.last_gates: dict[str, Tensor] = {}
 
-    def forward(self, x_groups: Tensor, x_shared: Tensor) -> tuple[Tensor, Tensor | None]:
-        slots = torch.cat([x_groups, x_shared.unsqueeze(1)], dim=1)  # [B, G+1, d_in]
-        out = self.experts(slots[:, self.expert_slot])  # [B, E, h]
-        gates = torch.softmax(torch.einsum("bgi,gio->bgo", x_groups, self.gate_w) + self.gate_b, dim=-1)  # [B, G, k+s]
-        groups = torch.einsum("bgk,bgkh->bgh", gates, out[:, self.gate_experts])  # [B, G, h]
-        self.last_gates = {"groups": gates.detach()}
+    def forward(self, x_groups: Tensor | None, x_shared: Tensor) -> tuple[Tensor, Tensor | None]:
+        g, k = self.groups, self.specific
+        gate_w = self.gate_w.transpose(1, 2)  # [G, k+s, d_in]
+        if x_groups is None:
+            out = self.experts(x_shared)  # [E, B, h]
+            logits = torch.matmul(gate_w, x_shared.T)  # [G, k+s, B]
+        else:
+            shared_in = x_shared.expand(self.shared, -1, -1)
+            out = self.experts(torch.cat([x_groups.repeat_interleave(k, dim=0), shared_in]))
+            logits = torch.bmm(gate_w, x_groups.transpose(1, 2))
+        # gates expert-by-row, [G, k+s, B]: the softmax runs along rows and each weight meets its expert's rows whole
+        gates = torch.softmax(logits + self.gate_b.unsqueeze(-1), dim=1)
+        mixed = _mix(gates[:, k:], out[g * k:].unsqueeze(0))
+        if k:
+            mixed = mixed + _mix(gates[:, :k], out[: g * k].unflatten(0, (g, k)))
+        self.last_gates = {"groups": gates.detach().permute(2, 0, 1)}
         shared = None
         if self.shared_gate is not None:
-            g_shared = torch.softmax(self.shared_gate(x_shared), dim=-1)  # [B, E]
-            shared = torch.einsum("be,beh->bh", g_shared, out)
-            self.last_gates["shared"] = g_shared.detach()
-        return groups, shared
+            g_shared = torch.softmax(torch.addmm(self.shared_gate.bias.unsqueeze(-1), self.shared_gate.weight, x_shared.T), dim=0)
+            shared = _mix(g_shared.unsqueeze(0), out.unsqueeze(0)).squeeze(0)  # [B, h]
+            self.last_gates["shared"] = g_shared.detach().T
+        return mixed, shared
+
+
+def _mix(weights: Tensor, experts: Tensor) -> Tensor:
+    """``weights [G, n, B]`` · ``experts [G or 1, n, B, h]`` summed over the n experts: ``[G, B, h]``. Not einsum,
+    which would make it B products of tiny matrices."""
+    return (weights.unsqueeze(-1) * experts).sum(1)
 
 
 class PLE(nn.Module):
-    """Progressive Layered Extraction: ``levels`` CGC layers. ``[B, d_in] -> V [B, G, h]``."""
+    """Progressive Layered Extraction: ``levels`` CGC layers. ``[B, d_in] -> V [B, G, h]``.
+
+    >>> tuple(PLE(groups=3, specific=1, shared=1, d_in=8, dims=[6], levels=2)(torch.randn(5, 8)).shape)
+    (5, 3, 6)
+    """
 
     def __init__(self, groups: int, specific: int, shared: int, d_in: int, dims: list[int], levels: int):
         super().__init__()
@@ -113,10 +137,10 @@ class PLE(nn.Module):
         self.groups = groups
 
     def forward(self, x: Tensor) -> Tensor:
-        x_groups, x_shared = x.unsqueeze(1).expand(-1, self.groups, -1), x
+        x_groups, x_shared = None, x
         for level in self.levels:
             x_groups, x_shared = level(x_groups, x_shared)
-        return x_groups
+        return x_groups.transpose(0, 1)
 
     def gate_distributions(self) -> dict[str, Tensor]:
         """Mean gate weight per group and expert at each level, from the last forward: ``[G, k+s]``."""

@@ -114,9 +114,9 @@ class TAMOR(MultiTaskModel):
         """``V_u [B, g_u, h]``, ``r_u [B, h]``, ``r_i [B, h]`` from the side inputs ``x`` (computed if not given)."""
         x = x or {s: self.inputs(batch, s) for s in ("user", "item")}
         v_user = self.user_ple(x["user"])
-        r_user = torch.einsum("bgh,bg->bh", v_user, self.user_encoding(batch["tier"]))
+        r_user = (v_user * self.user_encoding(batch["tier"]).unsqueeze(-1)).sum(1)  # not einsum: a product per row
         v_item = self.item_ple(x["item"])
-        r_item = torch.einsum("bgh,bg->bh", v_item, self.item_encoding(batch["scenario"]))
+        r_item = (v_item * self.item_encoding(batch["scenario"]).unsqueeze(-1)).sum(1)
         return v_user, r_user, r_item
 
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -130,8 +130,8 @@ class TAMOR(MultiTaskModel):
         out.update({t: user_logits[:, i] for i, t in enumerate(self.user_level)})
         if self.shared is not None:
             joint = torch.cat([x["user"], x["item"], x["context"]], dim=-1)  # [B, d]
-            shared = self.shared(joint.unsqueeze(1).expand(-1, len(self.tasks), -1), joint)[0]  # [B, T, h]
-            base = self.shared_towers({t: shared[:, i] for i, t in enumerate(self.tasks)})
+            shared = self.shared(None, joint)[0]  # [T, B, h]
+            base = self.shared_towers({t: shared[i] for i, t in enumerate(self.tasks)})
             out = {t: base[t] + out[t] for t in self.tasks}
         return {t: out[t] for t in self.tasks}
 
