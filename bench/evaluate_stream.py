@@ -10,7 +10,8 @@ For each size, in one run:
 - **gathered**: the same model over the same rows (:func:`~tamor.platform.step.predict_split`, every prediction
   kept), then the same metrics at once: what `tamor evaluate` did before.
 
-Prints rows/s of each, their ratio, and the driver's peak RSS above its level before the run (sampled every 0.1 s).
+Prints rows/s of each, their ratio, and the driver's peak RSS above its level before the run (sampled every 0.1 s),
+with its private part (what the driver itself holds, not the object store's shared pages).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import ray
 import torch
@@ -29,17 +31,20 @@ import torch
 FILE_ROWS = 100_000  # rows per Parquet file of the repeated split
 
 
-def rss_mib() -> float:
-    return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+def rss_mib() -> np.ndarray:
+    """The driver's resident memory and its private part, in MiB: ``[VmRSS, RssAnon]``. The rest is mostly pages of
+    Ray's shared object store that the driver has read blocks from."""
+    status = Path("/proc/self/status").read_text()
+    return np.array([int(re.search(rf"{key}:\s+(\d+)", status).group(1)) / 1024 for key in ("VmRSS", "RssAnon")])
 
 
-def measured(fn) -> tuple[float, float]:
-    """``(seconds, peak RSS above the start in MiB)`` of ``fn()``."""
-    base, peak, done = rss_mib(), [0.0], threading.Event()
+def measured(fn) -> tuple[float, np.ndarray]:
+    """``(seconds, peak [RSS, private RSS] above the start in MiB)`` of ``fn()``."""
+    base, peak, done = rss_mib(), [np.zeros(2)], threading.Event()
 
     def sample() -> None:
         while not done.wait(0.1):
-            peak[0] = max(peak[0], rss_mib() - base)
+            peak[0] = np.maximum(peak[0], rss_mib() - base)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -48,7 +53,7 @@ def measured(fn) -> tuple[float, float]:
     seconds = time.perf_counter() - start
     done.set()
     sampler.join()
-    return seconds, max(peak[0], rss_mib() - base)
+    return seconds, np.maximum(peak[0], rss_mib() - base)
 
 
 def main() -> None:
@@ -91,14 +96,14 @@ def main() -> None:
                               torch.device("cpu"))
         evaluate_predictions(spec, preds["probs"], preds["labels"], preds["label_mask"], preds["tier"], preds["scenario"])
 
-    print(f"{'rows':>10} {'path':>9} {'seconds':>8} {'rows/s':>10} {'peak RSS':>9}")
+    print(f"{'rows':>10} {'path':>9} {'seconds':>8} {'rows/s':>10} {'peak RSS':>10} {'of it private':>14}")
     for n in args.rows:
         rows(n)
         results = {"streamed": measured(lambda: evaluate_model(model, rows(n), spec, args.batch_size))}
         if not args.streamed_only:
             results["gathered"] = measured(lambda: gathered(n))
         for path, (seconds, peak) in results.items():
-            print(f"{n:>10,} {path:>9} {seconds:>8.1f} {n / seconds:>10,.0f} {peak:>6.0f} MiB", flush=True)
+            print(f"{n:>10,} {path:>9} {seconds:>8.1f} {n / seconds:>10,.0f} {peak[0]:>6.0f} MiB {peak[1]:>10.0f} MiB", flush=True)
         if "gathered" in results:
             print(f"{n:>10,} streamed / gathered speed: {results['gathered'][0] / results['streamed'][0]:.2f}x", flush=True)
 

@@ -4,7 +4,8 @@ default recipe), and batched vs looped experts, side by side in one run.
     python bench/model_step.py                       # CPU, batch 512 and 4096
     python bench/model_step.py --device cuda --bf16 --batch-sizes 4096 32768
 
-Prints samples/s per model and batch size, and the batched/looped experts ratio.
+Prints samples/s of the training step and rows/s of scoring (``predict_proba``) per model and batch size, and the
+batched/looped experts ratio.
 """
 
 from __future__ import annotations
@@ -55,15 +56,19 @@ def main() -> None:
     spec = make_spec()
     amp = torch.autocast(dev, dtype=torch.bfloat16, enabled=args.bf16)
     print(f"device={dev} bf16={args.bf16} torch={torch.__version__} threads={torch.get_num_threads()}")
-    print(f"{'model':<16}" + "".join(f"{'B=' + str(b):>14}" for b in args.batch_sizes) + "   (samples/s, train step)")
+    sizes = "".join(f"{'B=' + str(b):>14}" for b in args.batch_sizes)
+    print(f"{'model':<16}{sizes}   (samples/s, train step){sizes}   (rows/s, predict_proba)")
     for name in sorted(MODELS):
         config = ModelConfig(name=name, num_experts=args.experts)
         learner = Learner.build(build_model(config, spec), spec, TrainConfig(model=config), torch.device(dev))
-        rates = []
+        steps, scores = [], []
         for b in args.batch_sizes:
             batch = batch_from_columns(spec, planted_columns(spec, b, seed=0), device=dev)
-            rates.append(b * timed(lambda batch=batch: train_step(learner, batch), dev, args.seconds))
-        print(f"{name:<16}" + "".join(f"{r:>14,.0f}" for r in rates))
+            steps.append(b * timed(lambda batch=batch: train_step(learner, batch), dev, args.seconds))
+            learner.core.eval()  # scored as evaluation and serving score: eval mode, no autograd
+            scores.append(b * timed(lambda batch=batch: learner.core.predict_proba(batch), dev, args.seconds))
+            learner.core.train()
+        print(f"{name:<16}" + "".join(f"{r:>14,.0f}" for r in steps) + " " * 26 + "".join(f"{r:>14,.0f}" for r in scores))
 
     print(f"\nexperts: {args.experts} MLPs 192 -> 256 -> 128, forward + backward (samples/s)")
     print(f"{'batch':<10}{'batched':>14}{'loop':>14}{'ratio':>10}")
@@ -79,7 +84,7 @@ def main() -> None:
 
         def run_loop():
             with amp:
-                out = torch.stack([e(x) for e in loop], dim=1)
+                out = torch.stack([e(x) for e in loop])
             torch.autograd.grad(out.float().sum(), list(loop.parameters()))
 
         rb, rl = b * timed(run_batched, dev, args.seconds), b * timed(run_loop, dev, args.seconds)
