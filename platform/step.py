@@ -69,14 +69,21 @@ def warming_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], 
     of itself (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``): 0.18 at the second update, 0.9
     at the 81st, ``decay`` 0.99 from the 891st on."""
 
+    guarded: list[set[int]] = []  # tensors not all finite at the first update, such as a constant ±inf bin edge
+
     def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
         n = num_averaged.double()  # a tensor on the weights' device: no sync with the host
         keep = torch.clamp((1 + n) / (10 + n), max=decay)
-        for a, c in zip(averaged, current):
-            if a.is_floating_point():  # what has not changed stays: a constant ±inf bin edge would become inf − inf = NaN
-                a.copy_(torch.where(a == c, c, a.lerp(c, (1 - keep).to(a.dtype))))
-            else:  # a count, such as BatchNorm's num_batches_tracked
+        if not guarded:  # once: the only host sync
+            guarded.append({i for i, c in enumerate(current) if c.is_floating_point() and not bool(c.isfinite().all())})
+        step = {dtype: (1 - keep).to(dtype) for dtype in {a.dtype for a in averaged if a.is_floating_point()}}
+        for i, (a, c) in enumerate(zip(averaged, current)):
+            if not a.is_floating_point():  # a count, such as BatchNorm's num_batches_tracked
                 a.copy_(c)
+            elif i in guarded[0]:  # what has not changed stays: inf − inf would be NaN
+                a.copy_(torch.where(a == c, c, a.lerp(c, step[a.dtype])))
+            else:  # one in-place operation a tensor: the same numbers, a quarter of the calls
+                a.lerp_(c, step[a.dtype])
 
     return update
 
@@ -115,7 +122,8 @@ class Learner:
         ``prepare_model``) gives the module that steps."""
         core = core.to(device)
         model = wrap(core) if wrap else core
-        optimizer = torch.optim.AdamW(parameter_groups(core, cfg.weight_decay), lr=cfg.lr)
+        # fused: one kernel for every parameter, on CPUs too, where the default loops over them one by one
+        optimizer = torch.optim.AdamW(parameter_groups(core, cfg.weight_decay), lr=cfg.lr, fused=True)
         loss_fn = MultiTaskLoss(spec, cfg.model.loss_weights, cfg.distill).to(device)
         return cls(model, core, optimizer, loss_fn, weight_average(core, cfg.ema_decay), device)
 

@@ -20,6 +20,7 @@ from tamor.platform.step import (
     predict_split,
     train_epoch,
     train_step,
+    weight_average,
 )
 from tamor.platform.train_config import TrainConfig
 
@@ -58,6 +59,25 @@ def test_a_step_updates_the_weights_and_their_moving_average():
     diverging = Learner.build(build_model(TINY, spec), spec, TrainConfig(model=TINY, lr=1e30), torch.device("cpu"))
     stats = train_epoch(diverging, [batch] * 50)
     assert stats.diverged and stats.steps < 50  # stops at the first non-finite loss
+
+
+def test_the_moving_average_warms_up_and_keeps_a_constant_infinite_buffer_as_it_is():
+    net = torch.nn.Linear(3, 1)
+    net.register_buffer("edges", torch.tensor([-torch.inf, 0.5, torch.inf]))  # as a piecewise numeric's bounds
+    average = weight_average(net, decay=0.99)
+    expected = None
+    for update in range(1, 8):
+        with torch.no_grad():
+            net.weight.add_(1.0)
+        average.update_parameters(net)
+        if expected is None:  # the first update copies the weights
+            expected = net.weight.detach().clone()
+        else:  # after n updates the average keeps (1 + n) / (10 + n) of itself
+            n = update - 1
+            keep = min(0.99, (1 + n) / (10 + n))
+            expected = keep * expected + (1 - keep) * net.weight.detach()
+        torch.testing.assert_close(average.module.weight, expected)
+    assert torch.equal(average.module.edges, net.edges)  # inf − inf would have made them NaN
 
 
 def test_validation_fits_the_calibration_that_the_predictions_then_go_through():
