@@ -56,8 +56,8 @@ def main() -> None:
     spec = make_spec()
     amp = torch.autocast(dev, dtype=torch.bfloat16, enabled=args.bf16)
     print(f"device={dev} bf16={args.bf16} torch={torch.__version__} threads={torch.get_num_threads()}")
-    sizes = "".join(f"{'B=' + str(b):>14}" for b in args.batch_sizes)
-    print(f"{'model':<16}{sizes}   (samples/s, train step){sizes}   (rows/s, predict_proba)")
+    sizes, step_note = "".join(f"{'B=' + str(b):>14}" for b in args.batch_sizes), "   (samples/s, train step)"
+    print(f"{'model':<16}{sizes}{step_note}{sizes}   (rows/s, predict_proba)")
     for name in sorted(MODELS):
         config = ModelConfig(name=name, num_experts=args.experts)
         learner = Learner.build(build_model(config, spec), spec, TrainConfig(model=config), torch.device(dev))
@@ -68,7 +68,7 @@ def main() -> None:
             learner.core.eval()  # scored as evaluation and serving score: eval mode, no autograd
             scores.append(b * timed(lambda batch=batch: learner.core.predict_proba(batch), dev, args.seconds))
             learner.core.train()
-        print(f"{name:<16}" + "".join(f"{r:>14,.0f}" for r in steps) + " " * 26 + "".join(f"{r:>14,.0f}" for r in scores))
+        print(f"{name:<16}" + "".join(f"{r:>14,.0f}" for r in steps) + " " * len(step_note) + "".join(f"{r:>14,.0f}" for r in scores))
 
     print(f"\nexperts: {args.experts} MLPs 192 -> 256 -> 128, forward + backward (samples/s)")
     print(f"{'batch':<10}{'batched':>14}{'loop':>14}{'ratio':>10}")

@@ -110,6 +110,7 @@ class CGC(nn.Module):
         self.last_gates = {"groups": gates.detach().permute(2, 0, 1)}
         shared = None
         if self.shared_gate is not None:
+            # the Linear's own weights, applied transposed: [E, B], as _mix reads gates
             g_shared = torch.softmax(torch.addmm(self.shared_gate.bias.unsqueeze(-1), self.shared_gate.weight, x_shared.T), dim=0)
             shared = _mix(g_shared.unsqueeze(0), out.unsqueeze(0)).squeeze(0)  # [B, h]
             self.last_gates["shared"] = g_shared.detach().T
