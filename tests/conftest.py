@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
-from helpers import CENSUS_SAMPLE, preprocessed_world
+from helpers import CENSUS_SAMPLE, preprocessed_world, ray_state_lines
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +44,18 @@ def census_data(ray_session, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("census") / "data"
     preprocess(str(CENSUS_SAMPLE), load_schema("census_income"), out)
     return out
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A Ray test that times out prints what Ray holds (free CPUs, live actors, the trials. and trainers. last log lines)
+    before it fails: a hang in CI then says where it waited."""
+    report = yield
+    if report.failed and call.excinfo is not None and "Timeout" in str(call.excinfo.value) and "ray_session" in item.fixturenames:
+        reporter = item.config.pluginmanager.get_plugin("terminalreporter")
+        for line in ray_state_lines():
+            reporter.write_line(line)
+    return report
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -120,6 +120,23 @@ def promote_many(root: str, alias: str, rounds: int) -> None:
         Registry(root).promote("v0001", alias)
 
 
+def ray_state_lines(tail: int = 15) -> list[str]:
+    """What the test session's Ray holds now: free CPUs, every live actor, and the last log lines of each Tune trial,
+    Train controller and Train worker."""
+    import ray
+    from ray.util.state import get_log, list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=500)
+    lines = [f"ray: {ray.available_resources().get('CPU', 0):.2f} CPUs free, {len(actors)} live actors"]
+    lines += [f"ray:   {a.class_name} pid={a.pid} {a.actor_id}" for a in actors]
+    for a in (a for a in actors if a.class_name.endswith(("ImplicitFunc", "TrainController", "RayTrainWorker"))):
+        try:
+            lines += [f"ray: {a.actor_id} | {line}" for line in "".join(get_log(actor_id=a.actor_id, tail=tail)).splitlines()]
+        except Exception as e:  # a diagnostic must not hide the failure it explains
+            lines.append(f"ray: no log for {a.actor_id}: {e}")
+    return lines
+
+
 class FailOnce:
     """`tamor train`'s per-worker loop whose rank-0 worker raises once, right after it reported ``epoch - 1``
     with its checkpoint: a worker failure at the start of ``epoch`` (``train(cfg, loop=FailOnce(1))``). The
