@@ -48,7 +48,7 @@ def census_data(ray_session, tmp_path_factory) -> Path:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """A Ray test that times out prints what Ray holds (free CPUs, live actors, the trials. and trainers. last log lines)
+    """A Ray test that times out prints what Ray holds (free CPUs, live actors, the trials' and trainers' last log lines)
     before it fails: a hang in CI then says where it waited."""
     report = yield
     if report.failed and call.excinfo is not None and "Timeout" in str(call.excinfo.value) and "ray_session" in item.fixturenames:
