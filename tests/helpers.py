@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +122,21 @@ def promote_many(root: str, alias: str, rounds: int) -> None:
         Registry(root).promote("v0001", alias)
 
 
+def wait_until(check: Callable[[], object], timeout_s: float) -> float:
+    """Seconds until ``check()`` is true, polled every 0.1 s (an HTTP error counts as not yet); raises after ``timeout_s``."""
+    import httpx
+
+    start = time.time()
+    while time.time() - start < timeout_s:
+        try:
+            if check():
+                return time.time() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"not true within {timeout_s} s")
+
+
 def ray_state_lines(tail: int = 15) -> list[str]:
     """What the test session's Ray holds now: free CPUs, every live actor, and the last log lines of each Tune trial,
     Train controller and Train worker."""
@@ -204,6 +221,11 @@ class Traffic:
         self._stop.set()
         for t in self._threads:
             t.join(60)
+
+    def wait_for_more(self, n: int = 5, timeout_s: float = 30) -> None:
+        """Until ``n`` more answers than now have come: traffic flows, or goes on flowing after a fault."""
+        seen = len(self.answers)
+        wait_until(lambda: len(self.answers) >= seen + n, timeout_s)
 
     def statuses(self, phase: str | None = None) -> dict:
         """``{status: count}`` over the answers of one phase (all when None)."""

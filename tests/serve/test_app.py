@@ -19,7 +19,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from helpers import CENSUS_SAMPLE, TINY, as_json, census_json_value, encoded_rows
+from helpers import CENSUS_SAMPLE, TINY, as_json, census_json_value, encoded_rows, wait_until
 from tamor.models.factory import build_model, load_model, save_model
 from tamor.models.inputs import batch_from_columns
 from tamor.platform.data_dir import DataDir
@@ -152,12 +152,11 @@ def test_a_model_update_drops_no_request_and_serves_the_new_version(serve_url, r
 
     thread = threading.Thread(target=client)
     thread.start()
-    time.sleep(1.0)
+    wait_until(lambda: len(versions) >= 5, 60)  # the old model answers before the update
     start(args.model_copy(update={"ref": new.name}), port=int(url.rsplit(":", 1)[1]))  # redeploy: new user_config
-    deadline = time.time() + 60
-    while time.time() < deadline and (not versions or versions[-1] != new.name):
-        time.sleep(0.2)
-    time.sleep(1.0)
+    wait_until(lambda: versions[-1] == new.name, 60)
+    switched = len(versions)
+    wait_until(lambda: len(versions) >= switched + 5, 60)  # and the new one goes on answering
     stop.set()
     thread.join()
     assert statuses and set(statuses) == {200}, f"failed requests during the update: {sorted(set(statuses))}"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import RedisServer, free_port
 
-from helpers import TINY, Traffic
+from helpers import TINY, Traffic, wait_until
 from tamor.models.errors import TamorError
 from tamor.models.factory import build_model, save_model
 from tamor.platform.data_dir import DataDir
@@ -56,19 +56,6 @@ def app(ray_session, synthetic_data, redis_server, tmp_path_factory):
     serve.shutdown()
 
 
-def wait_until(check, timeout_s: float) -> float:
-    """Seconds until ``check()`` is true (raises after ``timeout_s``)."""
-    start = time.time()
-    while time.time() - start < timeout_s:
-        try:
-            if check():
-                return time.time() - start
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"not true within {timeout_s} s")
-
-
 def wrong_answers(traffic: Traffic) -> list:
     """200s that are wrong for a known user and known items: answered as cold start or unknown."""
     return [a for a in traffic.answers if a[2] == 200 and (a[3]["cold_start_user"] or a[3]["unknown_items"])]
@@ -92,7 +79,7 @@ def test_bad_model_pushes_fail_no_request_and_keep_the_serving_model(app, census
     foreign = registry.export(root / "census.pt", {"m": 0.9}, metric="m")
 
     with Traffic(app["url"], app["body"]) as traffic:
-        time.sleep(1)
+        traffic.wait_for_more()  # traffic flows first
         refused = {"v0099": "no version or alias", truncated.name: "corrupt", flipped.name: "sha256",
                    foreign.name: "trained with encoder"}
         for ref, why in refused.items():  # `tamor serve` checks first: the running app is not touched
@@ -105,7 +92,7 @@ def test_bad_model_pushes_fail_no_request_and_keep_the_serving_model(app, census
         ranker = serve.get_deployment_handle("Ranker", APP_NAME)
         ranker.reconfigure.remote({"registry": str(registry.root), "ref": flipped.name}).result()
         assert "sha256" in httpx.get(f"{app['url']}/version", timeout=10).json()["last_model_error"]
-        time.sleep(1)
+        traffic.wait_for_more()
     print("bad pushes:", {p: traffic.statuses(p) for p in ("before", *refused, "past the check")})
     assert traffic.statuses() and set(traffic.statuses()) == {200}, traffic.statuses()
     assert {a[3]["model_version"] for a in traffic.answers} == {"v0001"}
@@ -145,10 +132,10 @@ def test_a_ranker_replica_killed_under_load_gives_503s_and_its_replacement_loads
     newer = app["registry"].export(app["root"] / "good.pt", {"m": 0.95}, metric="m")
     assert app["registry"].resolve("latest").name == newer.name
     with Traffic(app["url"], app["body"]) as traffic:
-        time.sleep(1)
+        traffic.wait_for_more()  # traffic flows first
         traffic.phase = "killed"
         readiness = await_replacement(app, "Ranker", kill_replicas("Ranker"))
-        time.sleep(1)
+        traffic.wait_for_more()
     print("ranker killed:", traffic.statuses("killed"), "readyz:", readiness)
     assert set(traffic.statuses()) <= {200, 503}, traffic.statuses()  # never a 500 or a dropped connection
     assert all(a[4] == "1" for a in traffic.answers if a[2] == 503)
@@ -161,11 +148,11 @@ def test_an_ingress_replica_killed_under_load_loses_at_most_the_requests_it_held
     # public retry there): only the requests near the kill are lost; once replaced, every request is answered, and
     # /readyz answers 200 or 503 meanwhile.
     with Traffic(app["url"], app["body"]) as traffic:
-        time.sleep(1)
+        traffic.wait_for_more()  # traffic flows first
         traffic.phase = "killed"
         readiness = await_replacement(app, "Ingress", kill_replicas("Ingress"))
         traffic.phase = "replaced"
-        time.sleep(1)
+        traffic.wait_for_more()
     print("ingress killed:", {p: traffic.statuses(p) for p in ("before", "killed", "replaced")}, "readyz:", readiness)
     assert set(traffic.statuses("replaced")) == {200}, traffic.statuses("replaced")
     lost = [a[2] for a in traffic.answers if a[2] not in (200, 503)]
@@ -179,21 +166,22 @@ def test_an_ingress_replica_killed_under_load_loses_at_most_the_requests_it_held
 def test_a_redis_outage_is_answered_503_and_serving_resumes_by_itself(app, redis_server):
     url = app["url"]
     with Traffic(url, app["body"]) as traffic:
-        time.sleep(1)
+        traffic.wait_for_more()
         traffic.phase = "down"
         redis_server.stop()
-        time.sleep(3)
+        wait_until(lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 503, 30)
+        traffic.wait_for_more()
         ready = httpx.get(f"{url}/readyz", timeout=10)
         assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
         traffic.phase = "back empty"
         redis_server.start()  # restarted with nothing in it: not ready, never cold-start answers
-        time.sleep(2)
-        assert "holds no snapshot" in httpx.get(f"{url}/readyz", timeout=10).json()["problems"][0]
+        wait_until(lambda: "holds no snapshot" in str(httpx.get(f"{url}/readyz", timeout=10).json().get("problems")), 30)
+        traffic.wait_for_more()
         traffic.phase = "reloaded"
         reloaded = time.time()
         load_snapshot(redis_server.url, app["data"])
         recovered = wait_until(lambda: any(a[0] > reloaded and a[2] == 200 for a in traffic.answers), 20)
-        time.sleep(1)
+        traffic.wait_for_more()
     print("redis outage:", {p: traffic.statuses(p) for p in ("before", "down", "back empty", "reloaded")}, f"recovered in {recovered:.2f} s")
     assert set(traffic.statuses()) <= {200, 503}, traffic.statuses()  # never a 500, a hang or a dropped connection
     assert traffic.statuses("down").get(503, 0) > 0 and traffic.statuses("back empty") == {503: traffic.statuses("back empty")[503]}
@@ -204,13 +192,13 @@ def test_a_redis_outage_is_answered_503_and_serving_resumes_by_itself(app, redis
 
 def test_features_load_under_traffic_switches_snapshots_atomically(app, redis_server):
     with Traffic(app["url"], app["body"]) as traffic:
-        time.sleep(1)
+        traffic.wait_for_more()  # traffic flows first
         traffic.phase = "loading"
         snapshots = []
         for _ in range(3):
             load_snapshot(redis_server.url, app["data"])
             snapshots.append(httpx.get(f"{app['url']}/version", timeout=10).json()["feature_snapshot"])
-        time.sleep(1)
+        traffic.wait_for_more()
     print("features load:", traffic.statuses("loading"))
     assert len(set(snapshots)) == 3  # three switches happened
     assert set(traffic.statuses()) == {200} and not wrong_answers(traffic)
