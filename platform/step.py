@@ -69,18 +69,19 @@ def warming_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], 
     of itself (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``): 0.18 at the second update, 0.9
     at the 81st, ``decay`` 0.99 from the 891st on."""
 
-    guarded: list[set[int]] = []  # tensors not all finite at the first update, such as a constant ±inf bin edge
+    guarded: set[int] | None = None  # tensors not all finite at the first update, such as a constant ±inf bin edge
 
     def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
+        nonlocal guarded
         n = num_averaged.double()  # a tensor on the weights' device: no sync with the host
         keep = torch.clamp((1 + n) / (10 + n), max=decay)
-        if not guarded:  # once: the only host sync
-            guarded.append({i for i, c in enumerate(current) if c.is_floating_point() and not bool(c.isfinite().all())})
+        if guarded is None:  # once: the only host sync
+            guarded = {i for i, c in enumerate(current) if c.is_floating_point() and not bool(c.isfinite().all())}
         step = {dtype: (1 - keep).to(dtype) for dtype in {a.dtype for a in averaged if a.is_floating_point()}}
         for i, (a, c) in enumerate(zip(averaged, current)):
             if not a.is_floating_point():  # a count, such as BatchNorm's num_batches_tracked
                 a.copy_(c)
-            elif i in guarded[0]:  # what has not changed stays: inf − inf would be NaN
+            elif i in guarded:  # what has not changed stays: inf − inf would be NaN
                 a.copy_(torch.where(a == c, c, a.lerp(c, step[a.dtype])))
             else:  # one in-place operation a tensor: the same numbers, a quarter of the calls
                 a.lerp_(c, step[a.dtype])
