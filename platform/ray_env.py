@@ -61,6 +61,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
             context = ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", include_dashboard=True,
                                log_to_driver=verbose, logging_level=level)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
+    limit_shuffle_aggregators()
     if not verbose:
         quiet_console()
     if log_dir is not None and context is not None:
@@ -69,6 +70,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
         if not link.exists() and session_logs.exists():
             link.symlink_to(session_logs, target_is_directory=True)
     return log_file
+
+
+def limit_shuffle_aggregators() -> int:
+    """At most one Ray Data hash-shuffle aggregator per alive node (Ray's default: one per CPU); returns the limit.
+
+    Ray sizes each aggregator's ``memory`` from the data and caps it at one node's memory. Past a few GiB of
+    shuffled data two aggregators no longer fit one node together, and the shuffle (`tamor preprocess`'s
+    snapshots of a 50 M-row log on 24 GiB) waits for ever for the second; one per node always fits."""
+    nodes = max(1, sum(1 for node in ray.nodes() if node["Alive"]))
+    ray.data.DataContext.get_current().max_hash_shuffle_aggregators = nodes
+    return nodes
 
 
 def _warnings_off_console() -> None:
