@@ -119,7 +119,10 @@ def run_size(rows: int, work: Path, block_rows: int) -> list[dict]:
         print(json.dumps(results[-1]), flush=True)
 
     world = WorldConfig(rows=rows, seed=0, rows_per_block=block_rows)
-    stage("generate", lambda: f"{generate(world, work / 'synthetic'):,} rows")
+    if (work / "synthetic" / "logs").exists():  # a --work-dir that already holds this size's logs (a rerun) keeps them
+        shutil.rmtree(work / "data", ignore_errors=True)
+    else:
+        stage("generate", lambda: f"{generate(world, work / 'synthetic'):,} rows")
     stage("preprocess", lambda: str(preprocess(str(work / "synthetic" / "logs"), load_schema("synthetic"), work / "data").rows_out))
     cfg = TrainConfig(data_dir=str(work / "data"), epochs=1, num_workers=2, batch_size=4096, lr=3e-3, storage_path=str(work / "train"),
                       name="scale", wandb="disabled", cache_data="never")
@@ -146,7 +149,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[2_000_000])
     ap.add_argument("--block-rows", type=int, default=500_000)
-    ap.add_argument("--work-dir", type=Path, default=None, help="where data goes (default: a temporary directory, removed after)")
+    ap.add_argument("--work-dir", type=Path, default=None,
+                    help="where data goes (default: a temporary directory, removed after); logs generated there before are reused")
     ap.add_argument("--out", type=Path, default=Path("runs/scale.json"))
     args = ap.parse_args()
 

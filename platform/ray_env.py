@@ -9,16 +9,16 @@ import sys
 from pathlib import Path
 
 import ray
-from ray.data.context import ShuffleStrategy
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Ray's own settings for a cluster of a few CPUs, as environment variables: a private cluster's workers inherit
 # them, Ray Train passes its own from the driver to its controller (docs/decisions.md, "Ray's fixed costs"):
-# the V1 Parquet reader (V2 lists footers through a pool of actors, a second or more per read), the actor hash
-# shuffle (SHUFFLE_V2 waits seconds per shuffle), and Ray Train's controller polling its workers every 0.5 s, not 2.
-RAY_SETTINGS = {"RAY_DATA_USE_DATASOURCE_V2": "0", "RAY_DATA_DEFAULT_SHUFFLE_STRATEGY": "hash_shuffle",
-                "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+# the V1 Parquet reader (V2 lists footers through a pool of actors, a second or more per read) and Ray Train's
+# controller polling its workers every 0.5 s, not 2. Ray Data's own shuffle (SHUFFLE_V2) stays: its tasks reserve
+# memory per block, where the actor hash shuffle's aggregators reserve it from the whole data and, past a few GiB,
+# wait for ever for room on one node (a 50 M-row log's snapshots did).
+RAY_SETTINGS = {"RAY_DATA_USE_DATASOURCE_V2": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 # A private one-machine cluster has no node to preempt: Ray Train need not start a preemption-watcher actor per run.
 PRIVATE_RAY_SETTINGS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
@@ -30,7 +30,6 @@ def apply_ray_settings() -> None:
         os.environ.setdefault(name, value)
     context = ray.data.DataContext.get_current()
     context.use_datasource_v2 = os.environ["RAY_DATA_USE_DATASOURCE_V2"].lower() in ("1", "true")
-    context.shuffle_strategy = ShuffleStrategy(os.environ["RAY_DATA_DEFAULT_SHUFFLE_STRATEGY"])
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: str | Path | None = None,
@@ -61,7 +60,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
             context = ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", include_dashboard=True,
                                log_to_driver=verbose, logging_level=level)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
-    limit_shuffle_aggregators()
     if not verbose:
         quiet_console()
     if log_dir is not None and context is not None:
@@ -70,17 +68,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
         if not link.exists() and session_logs.exists():
             link.symlink_to(session_logs, target_is_directory=True)
     return log_file
-
-
-def limit_shuffle_aggregators() -> int:
-    """At most one Ray Data hash-shuffle aggregator per alive node (Ray's default: one per CPU); returns the limit.
-
-    Ray sizes each aggregator's ``memory`` from the data and caps it at one node's memory. Past a few GiB of
-    shuffled data two aggregators no longer fit one node together, and the shuffle (`tamor preprocess`'s
-    snapshots of a 50 M-row log on 24 GiB) waits for ever for the second; one per node always fits."""
-    nodes = max(1, sum(1 for node in ray.nodes() if node["Alive"]))
-    ray.data.DataContext.get_current().max_hash_shuffle_aggregators = nodes
-    return nodes
 
 
 def _warnings_off_console() -> None:

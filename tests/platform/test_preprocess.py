@@ -144,21 +144,21 @@ def test_partials_hash_partitioned_by_key_combine_as_those_gathered_in_one_block
         pd.testing.assert_frame_equal(totals.sort_values(keys, ignore_index=True), expected, check_dtype=False)  # Arrow strings
 
 
-def test_a_keyed_shuffle_starts_one_aggregator_per_node(ray_session):
-    # Ray Data would start one hash-shuffle aggregator per CPU, each reserving memory sized from the data up to a whole
-    # node's: past a few GiB the second never fits beside the first and the shuffle waits for ever (a 50 M-row log did)
+def test_a_keyed_shuffle_runs_as_tasks_with_no_aggregator_actors(ray_session):
+    # Ray Data's actor hash shuffle reserves each aggregator's memory from the whole data, up to a node's: past a few
+    # GiB its aggregators never fit and the shuffle waits for ever (a 50 M-row log's snapshots did). Ray's own
+    # SHUFFLE_V2, which ray_env leaves in place, runs map and reduce tasks that reserve memory per block
     from ray.util.state import list_actors
 
     def aggregators() -> set[str]:
         return {a.actor_id for a in list_actors(filters=[("class_name", "=", "HashShuffleAggregator")], limit=10_000)}
 
     before = aggregators()
-    blocks = [pd.DataFrame({"user_id": [f"u{i % 7}"], "ts": [float(i)]}) for i in range(6)]
+    blocks = [pd.DataFrame({"user_id": [f"u{i % 4}"], "ts": [float(i)]}) for i in range(6)]
     latest = combine_by_key(ray_session.data.from_pandas(blocks), ["user_id"], 3 * GATHER_ROWS,
                             lambda b: b.sort_values("ts").drop_duplicates("user_id", keep="last"), {}).to_pandas()
-    assert sorted(latest["ts"]) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    nodes = sum(1 for node in ray_session.nodes() if node["Alive"])
-    assert len(aggregators() - before) == nodes == 1
+    assert sorted(latest["ts"]) == [2.0, 3.0, 4.0, 5.0]  # each user's latest row, once
+    assert aggregators() == before
 
 
 def test_too_many_rejects_fail_clearly_and_keep_the_quarantine(ray_session, raw_logs, tmp_path):
