@@ -49,7 +49,7 @@ _HASH_BUCKETS = 1_000_000
 # fixed cost of many pandas operations, and Ray Data calls a function once per block unless told otherwise.
 BATCH_ROWS = 65_536
 # Log rows per hash partition where per-block partial results (counts per value, latest rows per key) are combined by
-# key; a smaller log gathers them into one block: starting a hash shuffle's actors costs more than the work.
+# key; a smaller log gathers them into one block: a shuffle costs it more than the work.
 GATHER_ROWS = 2_000_000
 
 
