@@ -119,8 +119,9 @@ def run_size(rows: int, work: Path, block_rows: int) -> list[dict]:
         print(json.dumps(results[-1]), flush=True)
 
     world = WorldConfig(rows=rows, seed=0, rows_per_block=block_rows)
-    if (work / "synthetic" / "logs").exists():  # a --work-dir that already holds this size's logs (a rerun) keeps them
-        shutil.rmtree(work / "data", ignore_errors=True)
+    if (work / "synthetic" / "logs").exists():  # a rerun in a --work-dir keeps this size's logs, not what came of them
+        for done in ("data", "train"):  # preprocess refuses a written dataset; a run named "scale" would resume
+            shutil.rmtree(work / done, ignore_errors=True)
     else:
         stage("generate", lambda: f"{generate(world, work / 'synthetic'):,} rows")
     stage("preprocess", lambda: str(preprocess(str(work / "synthetic" / "logs"), load_schema("synthetic"), work / "data").rows_out))

@@ -13,7 +13,7 @@ from tamor.models.encoder import Encoder
 from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec
 from tamor.platform.data_dir import DataDir
-from tamor.platform.preprocess import GATHER_ROWS, PreprocessError, combine_by_key, preprocess
+from tamor.platform.preprocess import GATHER_ROWS, PreprocessError, _latest, combine_by_key, preprocess
 from tamor.platform.schema import Source, load_schema
 from tamor.platform.world import WorldConfig, impressions, make_items, make_users
 
@@ -155,8 +155,8 @@ def test_a_keyed_shuffle_runs_as_tasks_with_no_aggregator_actors(ray_session):
 
     before = aggregators()
     blocks = [pd.DataFrame({"user_id": [f"u{i % 4}"], "ts": [float(i)]}) for i in range(6)]
-    latest = combine_by_key(ray_session.data.from_pandas(blocks), ["user_id"], 3 * GATHER_ROWS,
-                            lambda b: b.sort_values("ts").drop_duplicates("user_id", keep="last"), {}).to_pandas()
+    latest = combine_by_key(ray_session.data.from_pandas(blocks), ["user_id"], 3 * GATHER_ROWS, _latest,
+                            {"key": "user_id", "order": "ts"}).to_pandas()  # as the snapshots combine
     assert sorted(latest["ts"]) == [2.0, 3.0, 4.0, 5.0]  # each user's latest row, once
     assert aggregators() == before
 
