@@ -137,18 +137,27 @@ def wait_until(check: Callable[[], object], timeout_s: float) -> float:
     raise TimeoutError(f"not true within {timeout_s} s")
 
 
+def session_actors(*filters: tuple[str, str, str], limit: int = 10_000) -> list:
+    """The actors of this test session's Ray (State API records) matching ``filters``, asked of its own GCS: with no
+    address Ray's State API looks for the machine's one Ray and fails if a benchmark runs another beside it."""
+    import ray
+    from ray.util.state import list_actors
+
+    return list_actors(address=ray.get_runtime_context().gcs_address, filters=list(filters), limit=limit)
+
+
 def ray_state_lines(tail: int = 15) -> list[str]:
     """What the test session's Ray holds now: free CPUs, every live actor, and the last log lines of each Tune trial,
     Train controller and Train worker."""
     import ray
-    from ray.util.state import get_log, list_actors
+    from ray.util.state import get_log
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=500)
+    actors, gcs = session_actors(("state", "=", "ALIVE"), limit=500), ray.get_runtime_context().gcs_address
     lines = [f"ray: {ray.available_resources().get('CPU', 0):.2f} CPUs free, {len(actors)} live actors"]
     lines += [f"ray:   {a.class_name} pid={a.pid} {a.actor_id}" for a in actors]
     for a in (a for a in actors if a.class_name.endswith(("ImplicitFunc", "TrainController", "RayTrainWorker"))):
         try:
-            lines += [f"ray: {a.actor_id} | {line}" for line in "".join(get_log(actor_id=a.actor_id, tail=tail)).splitlines()]
+            lines += [f"ray: {a.actor_id} | {line}" for line in "".join(get_log(address=gcs, actor_id=a.actor_id, tail=tail)).splitlines()]
         except Exception as e:  # a diagnostic must not hide the failure it explains
             lines.append(f"ray: no log for {a.actor_id}: {e}")
     return lines

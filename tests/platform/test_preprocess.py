@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from helpers import CENSUS_SAMPLE, no_teacher
+from helpers import CENSUS_SAMPLE, no_teacher, session_actors
 from tamor.models.encoder import Encoder
 from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec
@@ -148,10 +148,8 @@ def test_a_keyed_shuffle_runs_as_tasks_with_no_aggregator_actors(ray_session):
     # Ray Data's actor hash shuffle reserves each aggregator's memory from the whole data, up to a node's: past a few
     # GiB its aggregators never fit and the shuffle waits for ever (a 50 M-row log's snapshots did). Ray's own
     # SHUFFLE_V2, which ray_env leaves in place, runs map and reduce tasks that reserve memory per block
-    from ray.util.state import list_actors
-
     def aggregators() -> set[str]:
-        return {a.actor_id for a in list_actors(filters=[("class_name", "=", "HashShuffleAggregator")], limit=10_000)}
+        return {a.actor_id for a in session_actors(("class_name", "=", "HashShuffleAggregator"))}
 
     before = aggregators()
     blocks = [pd.DataFrame({"user_id": [f"u{i % 4}"], "ts": [float(i)]}) for i in range(6)]

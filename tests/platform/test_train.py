@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import TINY, FailOnce, read_offline_history
+from helpers import TINY, FailOnce, read_offline_history, session_actors
 from tamor.models.errors import TamorError
 from tamor.models.factory import load_model
 from tamor.models.feature_spec import FeatureSpec
@@ -194,11 +194,9 @@ def test_the_weight_average_leaves_constant_buffers_as_they_are():
 
 def actor_classes_started_by(run: Callable[[], dict]) -> tuple[dict, set[str]]:
     """What ``run`` returns, and the classes of the Ray actors started while it ran (Ray's state API)."""
-    from ray.util.state import list_actors
-
-    before = {a.actor_id for a in list_actors(limit=10_000)}
+    before = {a.actor_id for a in session_actors()}
     result = run()
-    return result, {a.class_name for a in list_actors(limit=10_000) if a.actor_id not in before}
+    return result, {a.class_name for a in session_actors() if a.actor_id not in before}
 
 
 def test_resume_continues_from_the_saved_epoch_and_paper_table(ray_session, synthetic_data, tmp_path, ddp_run):
