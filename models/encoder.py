@@ -101,7 +101,21 @@ def _as_arrow_strings(series: pd.Series) -> pa.Array | pa.ChunkedArray | None:
 
 
 def parse_number(text: pd.Series) -> pd.Series:
-    """Text → float64, NaN where missing or unparsable."""
+    """Text → float64, NaN where missing or unparsable: ``[N] -> [N]``, as ``pd.to_numeric(errors="coerce")`` reads it.
+
+    Arrow's parser first: one pass in C, where pandas' costs a Python-level step per value. It refuses a whole
+    column for any one text it does not read (a space, a word, a comma); pandas then reads that column, the
+    unreadable values as NaN.
+
+    >>> parse_number(pd.Series(["1.5", None, "1e3"])).tolist(), parse_number(pd.Series(["7", "n/a"])).tolist()
+    ([1.5, nan, 1000.0], [7.0, nan])
+    """
+    strings = _as_arrow_strings(text)
+    if strings is not None:
+        try:
+            return pd.Series(pc.cast(strings, pa.float64()).to_numpy(zero_copy_only=False), index=text.index, dtype="float64")
+        except pa.ArrowInvalid:
+            pass
     return pd.to_numeric(text, errors="coerce").astype("float64")
 
 

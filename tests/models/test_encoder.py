@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tamor.models.encoder import MISSING, OOV, CategoricalEncoding, Encoder, as_text, canonical_text, tier_index
+from tamor.models.encoder import MISSING, OOV, CategoricalEncoding, Encoder, as_text, canonical_text, parse_number, tier_index
 from tamor.models.feature_spec import NumericField
 
 ENCODER = Encoder(
@@ -45,6 +45,22 @@ def test_as_text_is_canonical_text_on_every_value_of_every_column_type():
         for strip in (True, False):
             expected = [canonical_text(None if pd.isna(v) else v, strip) for v in column.astype(object)]
             assert as_text(column, strip).tolist() == expected, column.dtype
+
+
+NUMBER_TEXTS = ["0", "-0", "+1.5", "1.", ".5", "1e5", "1E-5", "1e400", "1e-400", "-3", "9007199254740993", "1" * 30,
+                "0.1", "2.675", "inf", "-Infinity", "nan", "NaN", None, repr(np.pi), repr(1 / 3)]
+NOT_NUMBERS = [" 1.5", "1.5 ", "0x10", "1_000", "1,5", "", "abc", "True", "١"]
+
+
+@pytest.mark.parametrize("junk", [None, *NOT_NUMBERS])
+def test_parse_number_reads_text_as_pandas_does_whichever_parser_takes_the_column(junk):
+    rng = np.random.default_rng(0)
+    numbers = [*NUMBER_TEXTS, *map(repr, rng.lognormal(0, 5, 300)), *map(str, rng.integers(-10**12, 10**12, 300))]
+    text = pd.Series([*numbers, junk], index=np.arange(len(numbers) + 1) * 2, dtype=object)  # an index parse_number keeps
+    expected = pd.to_numeric(text, errors="coerce").astype("float64")
+    got = parse_number(text)
+    assert got.dtype == np.float64 and got.index.equals(text.index)
+    np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())  # NaN where NaN; -0.0 and 0.0 are equal
 
 
 @pytest.mark.parametrize("raw, text", [(94, "94"), (94.0, "94"), (np.float32(94.0), "94"), ("94", "94"), (" 94 ", "94"),
