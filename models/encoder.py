@@ -64,18 +64,11 @@ def as_text(values: pd.Series | Sequence[Any], strip: bool = True) -> pd.Series:
     series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
     dtype = series.dtype
     if isinstance(dtype, np.dtype) and dtype.kind == "f":
-        x = series.to_numpy(dtype=np.float64)
-        text = x.astype(str).astype(object)  # NumPy's float64 → str is Python's shortest repr
-        integral = np.isfinite(x) & (x == np.trunc(x)) & (np.abs(x) < 2.0**63)
-        text[integral] = x[integral].astype(np.int64).astype(str)
-        huge = np.isfinite(x) & (x == np.trunc(x)) & ~integral  # beyond int64: Python's int does it
-        text[huge] = [str(int(v)) for v in x[huge]]
-        text[np.isnan(x)] = None
-        return pd.Series(text, index=series.index, dtype=object)
+        return pd.Series(_float_text(series.to_numpy(dtype=np.float64)), index=series.index, dtype=object)
     if isinstance(dtype, np.dtype) and dtype.kind in "iub":
         x = series.to_numpy()
-        text = np.where(x, "True", "False") if dtype.kind == "b" else x.astype(str)
-        return pd.Series(text.astype(object), index=series.index, dtype=object)
+        text = np.where(x, "True", "False").astype(object) if dtype.kind == "b" else _arrow_text(x)
+        return pd.Series(text, index=series.index, dtype=object)
     strings = _as_arrow_strings(series)
     if strings is not None:  # Arrow's kernels: one pass in C, not a Python call per value
         if strip:
@@ -86,6 +79,28 @@ def as_text(values: pd.Series | Sequence[Any], strip: bool = True) -> pd.Series:
     codes, uniques = pd.factorize(objects, use_na_sentinel=True)
     mapped = np.array([canonical_text(v, strip) for v in uniques] + [None], dtype=object)
     return pd.Series(mapped[codes], index=series.index, dtype=object)  # code -1 (missing) takes the last entry: None
+
+
+def _arrow_text(x: np.ndarray) -> np.ndarray:
+    """``[N]`` numbers → ``[N]`` object array of Arrow's text for them (an integer's is Python's ``str``)."""
+    return pc.cast(pa.array(x), pa.string()).to_numpy(zero_copy_only=False)
+
+
+def _float_text(x: np.ndarray) -> np.ndarray:
+    """``[N]`` float64 → ``[N]`` object array of :func:`canonical_text`'s text: integral values as integers, the rest as
+    Python's shortest ``repr``, NaN as None. Arrow writes the same shortest digits several times faster than NumPy, but
+    in other notation below 1e-4 and for some long values (an exponent where Python writes the digits out): those
+    values, and integers beyond int64, are written as Python writes them."""
+    integral = np.isfinite(x) & (x == np.trunc(x))
+    small = integral & (np.abs(x) < 2.0**63)
+    floats = pc.cast(pa.array(x), pa.string())
+    text = np.where(small, _arrow_text(np.where(small, x, 0.0).astype(np.int64)), floats.to_numpy(zero_copy_only=False))
+    exponent = pc.match_substring(floats, "e").to_numpy(zero_copy_only=False)
+    python = ~integral & np.isfinite(x) & ((np.abs(x) < 1e-4) | exponent)
+    text[python] = x[python].astype(str)  # NumPy's float64 → str is Python's repr
+    text[integral & ~small] = [str(int(v)) for v in x[integral & ~small]]
+    text[np.isnan(x)] = None
+    return text
 
 
 def _as_arrow_strings(series: pd.Series) -> pa.Array | pa.ChunkedArray | None:

@@ -30,7 +30,8 @@ def test_as_text_is_canonical_text_on_every_value_of_every_column_type():
     """The vectorised column paths agree with the one-value definition, value by value."""
     rng = np.random.default_rng(0)
     floats = np.concatenate([rng.normal(size=500) * 10.0 ** rng.integers(-9, 22, 500), rng.integers(-999, 999, 200) / 4,
-                             [0.0, -0.0, 1e16, 2.0**63, 1e300, np.inf, -np.inf, np.nan, 5e-324]])
+                             rng.lognormal(0, 8, 2000), rng.random(500) * 1e-3,  # Arrow's notation differs from Python's in both
+                             [0.0, -0.0, 1e-4, 1e15 + 0.5, 2.0**53 - 0.5, 1e16, 2.0**63, 1e300, np.inf, -np.inf, np.nan, 5e-324]])
     with np.errstate(over="ignore"):  # 1e300 as float32 is inf on purpose
         floats32 = floats.astype(np.float32)
     columns = [
