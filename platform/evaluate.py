@@ -23,7 +23,7 @@ from tamor.models.score_histograms import ScoreHistograms
 from tamor.platform.data_dir import DataDir
 from tamor.platform.gate import Paired
 from tamor.platform.plots import save, subplots
-from tamor.platform.preprocess import encode_batch
+from tamor.platform.preprocess import encode_batch, map_in_slices, read_written
 from tamor.platform.schema import LogSchema
 from tamor.platform.step import batch_predictions
 from tamor.platform.train import SpecCollate, read_split
@@ -66,8 +66,7 @@ def paired_test_predictions(new_file: str | Path, current_file: str | Path | Non
     if not data.raw_test.exists():
         raise TamorError(f"{data.root} keeps no raw test rows (preprocessed by an older tamor): preprocess the logs again")
     cuts = tuple(json.loads(data.stats_file.read_text())["cuts"])
-    scored = ray.data.read_parquet(str(data.raw_test)).map_batches(
-        _score_both, fn_kwargs={"schema": schema, "cuts": cuts, "models": models}, batch_format="pandas", batch_size=batch_size)
+    scored = map_in_slices(read_written(data.raw_test), _score_both, {"schema": schema, "cuts": cuts, "models": models}, rows=batch_size)
     parts = list(scored.iter_batches(batch_format="numpy", batch_size=None))
     if not parts:
         raise TamorError(f"{data.raw_test} holds no test rows to judge the new model by")

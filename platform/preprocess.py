@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from tamor.platform.validate import FILE, KEY, REASON, check_batch, parse_label
 OTHER_SCENARIO = "<other>"
 _HASH_BUCKETS = 1_000_000
 # Rows per call of every pass over the rows (checks, statistics, encoding, the teacher's predictions): each call has a
-# fixed cost of many pandas operations, and Ray Data calls a function once per block unless told otherwise.
+# fixed cost of many pandas operations, and a call's memory grows with its rows (map_in_slices).
 BATCH_ROWS = 65_536
 # Log rows per hash partition where per-block partial results (counts per value, latest rows per key) are combined by
 # key; a smaller log gathers them into one block: a shuffle costs it more than the work.
@@ -74,10 +74,27 @@ class PreprocessReport:
 
 def read_blocks(files: int) -> dict[str, int]:
     """Ray Data's read option for ``files`` files: one block per file where they are at least as many as the cluster's
-    CPUs, so each task reads and works whole files in :data:`BATCH_ROWS` batches. Ray's default splits them into
-    blocks of a few thousand rows, which a ``map_batches`` of larger batches must gather again in a second operator,
-    given half the CPUs while the reads hold the rest; with fewer files than CPUs that split is what spreads them."""
+    CPUs, so each task reads and works whole files in :data:`BATCH_ROWS` batches (:func:`map_in_slices`). Ray's default
+    splits them into blocks of a few thousand rows, a call each; with fewer files than CPUs that split is what spreads
+    them."""
     return {"override_num_blocks": files} if files >= ray.cluster_resources().get("CPU", 1) else {}
+
+
+def map_in_slices(ds: ray.data.Dataset, fn: Callable[..., Any], fn_kwargs: dict[str, Any], batch_format: str = "pandas",
+                  rows: int = BATCH_ROWS) -> ray.data.Dataset:
+    """``fn(batch, **fn_kwargs)`` over ``ds`` in batches of at most ``rows`` rows, run in the tasks that read the blocks.
+
+    Ray Data does not fuse a ``map_batches`` that asks for a batch size into the read (or filter) before it, since
+    that may change the row count: the map then runs as a second operator, and each read task waiting for it holds a
+    CPU (on 2 CPUs the row checks ran on one). A map without a batch size is fused, and slices each block here.
+    ``fn``'s name stays the operator's name in Ray Data's logs and stats."""
+
+    def in_slices(block: pd.DataFrame | pa.Table) -> Iterator[Any]:
+        for start in range(0, len(block), rows):
+            yield fn(block.iloc[start : start + rows] if isinstance(block, pd.DataFrame) else block.slice(start, rows), **fn_kwargs)
+
+    in_slices.__name__ = in_slices.__qualname__ = fn.__name__
+    return ds.map_batches(in_slices, batch_format=batch_format, batch_size=None)
 
 
 def read_written(*paths: Path) -> ray.data.Dataset:
@@ -169,8 +186,7 @@ def _sum_by(batch: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
 def fit(good: ray.data.Dataset, schema: LogSchema, cuts: tuple[float, float], rows: int) -> Encoder:
     """The encoder, fitted on the train rows of ``good`` (a log of ``rows`` rows): vocabularies (min frequency),
     numeric statistics, scenarios."""
-    partials = good.map_batches(_fit_partials, fn_kwargs={"schema": schema, "cuts": cuts}, batch_format="pandas",
-                                batch_size=BATCH_ROWS)
+    partials = map_in_slices(good, _fit_partials, {"schema": schema, "cuts": cuts})
     keys = ["column", "value"]  # one row per distinct value reaches the driver: the size of the vocabularies, not of the data
     totals = combine_by_key(partials, keys, rows, _sum_by, {"keys": keys, "value": "n"}).to_pandas()
     min_freq = schema.preprocess.min_frequency
@@ -253,8 +269,7 @@ def write_online(encoded: ray.data.Dataset, spec: FeatureSpec, data: DataDir, ro
     for kind in ONLINE_KINDS:
         key, cols = spec.online_columns(kind)
         keep = list(dict.fromkeys([key, order, *cols]))
-        per_block = encoded.select_columns(keep).map_batches(_latest, fn_kwargs={"key": key, "order": order}, batch_format="pandas",
-                                                             batch_size=BATCH_ROWS)
+        per_block = map_in_slices(encoded.select_columns(keep), _latest, {"key": key, "order": order})
         combine_by_key(per_block, [key], rows, _latest, {"key": key, "order": order}).write_parquet(str(data.online(kind)))
         counts[kind] = parquet_rows(data.online(kind))
     return counts
@@ -264,8 +279,7 @@ def write_teacher(data: DataDir, spec: FeatureSpec, rows: int) -> None:
     """Rewrite the train split with the out-of-fold teacher's ``teacher_<task>`` columns (beside it, then swapped in)."""
     train = read_written(data.split("train"))
     teachers = fit_teachers(train, rows, spec)
-    train.map_batches(add_teacher, fn_kwargs={"spec": spec, "teachers": teachers}, batch_format="pyarrow",
-                      batch_size=BATCH_ROWS).write_parquet(str(data.train_staging))
+    map_in_slices(train, add_teacher, {"spec": spec, "teachers": teachers}, "pyarrow").write_parquet(str(data.train_staging))
     old = data.staging / "train_without_teacher"  # in the staging area: a failed run's cleanup removes it
     old.parent.mkdir(parents=True, exist_ok=True)
     data.split("train").rename(old)  # two renames: the written split is never removed before its replacement is whole
@@ -300,7 +314,7 @@ def preprocess(source: str | list[str], schema: LogSchema, out: str | Path) -> P
 def check_every_file_read(data: DataDir, files: list[str]) -> None:
     """Each listed file gave rows (the conservation check counts the rows that were read; this, the files)."""
     per_block = read_written(data.staging).select_columns([FILE]).map_batches(_counts, fn_kwargs={"column": FILE},
-                                                                                            batch_format="pandas")
+                                                                                            batch_format="pandas", batch_size=None)
     read = {str(p).split("://", 1)[-1] for p in per_block.to_pandas()[FILE]}  # files × blocks rows
     unread = [f for f in files if f.split("://", 1)[-1] not in read]
     if unread:
@@ -309,7 +323,8 @@ def check_every_file_read(data: DataDir, files: list[str]) -> None:
 
 
 def _counts(batch: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Rows per value of ``column`` in one block: a few rows, summed on the driver (no shuffle)."""
+    """Rows per value of ``column`` in one block (``batch_size=None``, so the read's tasks count: :func:`map_in_slices`):
+    a few rows, summed on the driver (no shuffle)."""
     return batch[column].value_counts().rename_axis(column).reset_index(name="n")
 
 
@@ -351,8 +366,7 @@ def _read_and_check(source: str | list[str], schema: LogSchema, data: DataDir) -
     files = source_files(sources, schema.source.format)
     checks = {"schema": schema, "now": time.time()}  # one clock for every block's future-timestamp check
     try:
-        checked = read_source(files, schema, columns).map_batches(check_batch, fn_kwargs=checks, batch_format="pandas",
-                                                                  batch_size=BATCH_ROWS)
+        checked = map_in_slices(read_source(files, schema, columns), check_batch, checks)
         checked.write_parquet(str(data.staging))
     except Exception as e:  # a file that does not parse: one line naming it, not Ray's traceback
         if isinstance(e, TamorError):
@@ -374,7 +388,7 @@ def _quarantine(schema: LogSchema, data: DataDir, rows_in: int) -> tuple[int, di
     reasons: dict[str, int] = {}
     if rows_quarantined:
         per_block = read_written(data.quarantine).select_columns([REASON]).map_batches(
-            _counts, fn_kwargs={"column": REASON}, batch_format="pandas").to_pandas()
+            _counts, fn_kwargs={"column": REASON}, batch_format="pandas", batch_size=None).to_pandas()
         reasons = {str(k): int(n) for k, n in per_block.groupby(REASON)["n"].sum().items()}
     for t in schema.present_tasks:  # a label column that is really an amount: say so, never 0 positives in silence
         n = reasons.get(f"label_not_binary:{t.name}", 0)
@@ -400,12 +414,10 @@ def _encode_and_write(schema: LogSchema, data: DataDir, rows_in: int) -> tuple[d
     cuts = _cut_points(good, schema)
     encoder = fit(good, schema, cuts, rows_in)
     spec = encoder.feature_spec(task_specs(schema), timestamp="ts" if schema.timestamp else None)
-    good.map_batches(encode_batch, fn_kwargs={"schema": schema, "encoder": encoder, "cuts": cuts}, batch_format="pandas",
-                     batch_size=BATCH_ROWS).write_parquet(
+    map_in_slices(good, encode_batch, {"schema": schema, "encoder": encoder, "cuts": cuts}).write_parquet(
         str(data.encoded_staging), partition_cols=["split"]
     )
-    good.map_batches(_rows_of, fn_kwargs={"split": "test", "schema": schema, "cuts": cuts}, batch_format="pandas",
-                     batch_size=BATCH_ROWS).drop_columns([REASON]).write_parquet(str(data.raw_test))
+    map_in_slices(good, _rows_of, {"split": "test", "schema": schema, "cuts": cuts}).drop_columns([REASON]).write_parquet(str(data.raw_test))
     rows_out = _move_splits(data)
     if schema.preprocess.numeric_bin_edges == "tree":  # edges shape the model's input layer, not the encoded columns
         numeric = fit_tree_bins(read_written(data.split("train")), rows_out["train"], spec, schema.preprocess.numeric_bins)

@@ -13,7 +13,7 @@ from tamor.models.encoder import Encoder
 from tamor.models.errors import TamorError
 from tamor.models.feature_spec import FeatureSpec
 from tamor.platform.data_dir import DataDir
-from tamor.platform.preprocess import GATHER_ROWS, PreprocessError, _latest, combine_by_key, preprocess
+from tamor.platform.preprocess import GATHER_ROWS, PreprocessError, _latest, combine_by_key, map_in_slices, preprocess
 from tamor.platform.schema import Source, load_schema
 from tamor.platform.world import WorldConfig, impressions, make_items, make_users
 
@@ -142,6 +142,20 @@ def test_partials_hash_partitioned_by_key_combine_as_those_gathered_in_one_block
         totals = combine_by_key(ray_session.data.from_pandas(blocks), keys, rows,
                                 lambda b: b.groupby(keys, as_index=False)["n"].sum(), {}).to_pandas()
         pd.testing.assert_frame_equal(totals.sort_values(keys, ignore_index=True), expected, check_dtype=False)  # Arrow strings
+
+
+def test_a_pass_over_read_rows_runs_in_the_read_tasks_in_bounded_batches(ray_session, tmp_path):
+    # Ray Data runs a map that asks for a batch size as a second operator after a read, its waiting reads each holding
+    # a CPU; map_in_slices is fused into the read and slices each block itself
+    def rows_seen(batch: pd.DataFrame) -> pd.DataFrame:  # defined here, so Ray's workers get it by value
+        return pd.DataFrame({"x": batch["x"].to_numpy(), "batch_rows": len(batch)})
+
+    for i in range(3):
+        pd.DataFrame({"x": np.arange(20) + 20 * i}).to_parquet(tmp_path / f"part{i}.parquet")
+    seen = map_in_slices(ray_session.data.read_parquet(str(tmp_path), override_num_blocks=3), rows_seen, {}, rows=7).materialize()
+    assert "ReadParquet->MapBatches(rows_seen)" in seen.stats()  # one operator: the read's tasks run the pass
+    rows = seen.to_pandas()
+    assert sorted(rows["x"]) == list(range(60)) and set(rows["batch_rows"]) == {7, 6}  # every row once, 7 + 7 + 6 a file
 
 
 def test_a_keyed_shuffle_runs_as_tasks_with_no_aggregator_actors(ray_session):
