@@ -72,22 +72,30 @@ class PreprocessReport:
 # ---------------------------------------------------------------- reading
 
 
+def whole_files(files: int) -> bool:
+    """Whether a read of ``files`` files takes one block per file: where they are at least as many as the cluster's
+    CPUs, so each task reads and works whole files (:func:`map_in_slices`). Ray's default splits files into blocks of a
+    few thousand rows; with fewer files than CPUs that split is what spreads them."""
+    return files >= ray.cluster_resources().get("CPU", 1)
+
+
 def read_blocks(files: int) -> dict[str, int]:
-    """Ray Data's read option for ``files`` files: one block per file where they are at least as many as the cluster's
-    CPUs, so each task reads and works whole files in :data:`BATCH_ROWS` batches (:func:`map_in_slices`). Ray's default
-    splits them into blocks of a few thousand rows, a call each; with fewer files than CPUs that split is what spreads
-    them."""
-    return {"override_num_blocks": files} if files >= ray.cluster_resources().get("CPU", 1) else {}
+    """Ray Data's read option for ``files`` files (:func:`whole_files`)."""
+    return {"override_num_blocks": files} if whole_files(files) else {}
 
 
 def map_in_slices(ds: ray.data.Dataset, fn: Callable[..., Any], fn_kwargs: dict[str, Any], batch_format: str = "pandas",
                   rows: int = BATCH_ROWS) -> ray.data.Dataset:
-    """``fn(batch, **fn_kwargs)`` over ``ds`` in batches of at most ``rows`` rows, run in the tasks that read the blocks.
+    """``fn(batch, **fn_kwargs)`` over ``ds`` in batches of at most ``rows`` rows, run in the tasks that read the blocks
+    where they are whole files (:func:`whole_files`).
 
     Ray Data does not fuse a ``map_batches`` that asks for a batch size into the read (or filter) before it, since
     that may change the row count: the map then runs as a second operator, and each read task waiting for it holds a
     CPU (on 2 CPUs the row checks ran on one). A map without a batch size is fused, and slices each block here.
-    ``fn``'s name stays the operator's name in Ray Data's logs and stats."""
+    ``fn``'s name stays the operator's name in Ray Data's logs and stats. A read Ray splits is never fused: there Ray
+    gathers its small blocks into batches of ``rows``."""
+    if not whole_files(len(ds.input_files())):
+        return ds.map_batches(fn, fn_kwargs=fn_kwargs, batch_format=batch_format, batch_size=rows)
 
     def in_slices(block: pd.DataFrame | pa.Table) -> Iterator[Any]:
         for start in range(0, len(block), rows):

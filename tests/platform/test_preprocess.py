@@ -156,6 +156,9 @@ def test_a_pass_over_read_rows_runs_in_the_read_tasks_in_bounded_batches(ray_ses
     assert "ReadParquet->MapBatches(rows_seen)" in seen.stats()  # one operator: the read's tasks run the pass
     rows = seen.to_pandas()
     assert sorted(rows["x"]) == list(range(60)) and set(rows["batch_rows"]) == {7, 6}  # every row once, 7 + 7 + 6 a file
+    # one file on 2 CPUs: Ray splits it to spread the work, a split read is never fused, and Ray gathers the batches
+    one = map_in_slices(ray_session.data.read_parquet(str(tmp_path / "part0.parquet")), rows_seen, {}, rows=7).to_pandas()
+    assert sorted(one["x"]) == list(range(20)) and one["batch_rows"].max() <= 7
 
 
 def test_a_keyed_shuffle_runs_as_tasks_with_no_aggregator_actors(ray_session):
