@@ -26,15 +26,17 @@ from fastapi import FastAPI
 from ray import serve
 
 trivial_api = FastAPI()
+# Serve's settings as the graph's deployments have them (no access log line per request), so only the work differs
+SAME_SERVE = {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 128, "logging_config": {"enable_access_log": False}}
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
+@serve.deployment(**SAME_SERVE)
 class Echo:
     def __call__(self, x: dict) -> dict:
         return x
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)
+@serve.deployment(**SAME_SERVE)
 @serve.ingress(trivial_api)
 class TrivialIngress:
     """Three deployments like ours (ingress → a → b), doing no work."""
@@ -199,6 +201,16 @@ def ranker_alone(model, data: Path, candidates: int, n_calls: int = 256) -> None
         print(f"  through a handle, {in_flight:>3} calls in flight: {rate:>9,.0f} candidates/s ({rate / direct:.2f}x)")
 
 
+def p50_ms(call, n: int = 100) -> float:
+    """The median milliseconds of ``n`` calls of ``call`` in this process."""
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        times.append(1000 * (time.perf_counter() - start))
+    return float(np.percentile(times, 50))
+
+
 def hop_table(data: Path, model, body: dict, n: int = 100) -> None:
     """Each hop of the graph alone, from this process through its handle: what it sends and returns (pickled bytes,
     as Ray serialises them) and its p50, beside the same work called in this process; the difference is the hop."""
@@ -206,30 +218,22 @@ def hop_table(data: Path, model, body: dict, n: int = 100) -> None:
 
     import torch
 
-    from tamor.serve.deployments import FeatureLookup, Reranker
+    from tamor.serve.deployments import FeatureLookup, ranked_answer
+    from tamor.serve.policy import RerankPolicy
 
-    handles = {name: serve.get_deployment_handle(name, app_name="tamor") for name in ("FeatureLookup", "Ranker", "Reranker")}
-    lookup_here, rerank_here = FeatureLookup.func_or_class(str(data)), Reranker.func_or_class()
+    handles = {name: serve.get_deployment_handle(name, app_name="tamor") for name in ("FeatureLookup", "Ranker")}
+    lookup_here = FeatureLookup.func_or_class(str(data))
     args = (body["user_id"], body["item_ids"], None, {}, 500)
     found = lookup_here.lookup(*args)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the Ranker's replica
     scored = {"probs": model.predict_columns(found["columns"]), "version": "v", "tasks": model.tasks}
-    answer = rerank_here.rerank(found, scored, 10)
+    policy = RerankPolicy()
     stages = {  # name: (work in this process, the call through the handle, what it sends, what it returns)
         "Ingress → FeatureLookup": (lambda: lookup_here.lookup(*args), lambda: handles["FeatureLookup"].lookup.remote(*args), args, found),
         "Ingress → Ranker": (lambda: model.predict_columns(found["columns"]), lambda: handles["Ranker"].rank.remote(found), found, scored),
-        "Ingress → Reranker": (lambda: rerank_here.rerank(found, scored, 10), lambda: handles["Reranker"].rerank.remote(found, scored, 10),
-                               (found, scored), answer),
     }
-
-    def p50_ms(call) -> float:
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            call()
-            times.append(1000 * (time.perf_counter() - start))
-        return float(np.percentile(times, 50))
+    rerank_ms = p50_ms(lambda: ranked_answer(policy, found, scored, 10), n)
 
     async def through(call) -> float:
         await call()
@@ -240,7 +244,7 @@ def hop_table(data: Path, model, body: dict, n: int = 100) -> None:
             times.append(1000 * (time.perf_counter() - start))
         return float(np.percentile(times, 50))
 
-    here = {name: p50_ms(work) for name, (work, _, _, _) in stages.items()}
+    here = {name: p50_ms(work, n) for name, (work, _, _, _) in stages.items()}
     torch.set_num_threads(threads)
 
     async def all_hops() -> dict[str, float]:  # one event loop: a handle is bound to the loop it first ran in
@@ -251,6 +255,7 @@ def hop_table(data: Path, model, body: dict, n: int = 100) -> None:
     for name, ms in asyncio.run(all_hops()).items():
         sent, returned = (len(pickle.dumps(x, protocol=5)) for x in stages[name][2:])
         print(f"{name:<24} {sent:>7,}B {returned:>7,}B | {ms:>6.1f}ms {here[name]:>8.1f}ms {ms - here[name]:>6.1f}ms")
+    print(f"and the rerank in the Ingress: {rerank_ms:.2f} ms")
 
 
 def start_bare(data: Path, model_file: Path, body: dict):

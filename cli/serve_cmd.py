@@ -27,7 +27,7 @@ def serve(
     write_config: Optional[Path] = typer.Option(None, help="Only write a `serve deploy` / `serve run` config YAML here."),
     address: Optional[str] = AddressOpt,
 ) -> None:
-    """Serve the model over HTTP: FeatureLookup → Ranker (@serve.batch) → Reranker behind FastAPI."""
+    """Serve the model over HTTP: FastAPI (and the rerank) → FeatureLookup → Ranker (@serve.batch)."""
     from tamor.serve.app import AppArgs, start, write_serve_config
 
     args = AppArgs(data_dir=data, registry=registry, ref=ref, checkpoint=checkpoint, redis_url=redis,

@@ -21,7 +21,7 @@ from tamor.models.errors import TamorError
 from tamor.platform.data_dir import DataDir
 from tamor.platform.defaults import DEFAULT_DATA, DEFAULT_REGISTRY, SERVE_PORT
 from tamor.platform.registry import Registry, RegistryError
-from tamor.serve.deployments import DEPLOYMENTS, RANKER_BATCHING, FeatureLookup, Ingress, Reranker, context_keys
+from tamor.serve.deployments import DEPLOYMENTS, RANKER_BATCHING, FeatureLookup, Ingress, context_keys
 from tamor.serve.policy import RerankPolicy
 from tamor.serve.ranker import Ranker, load_checked
 
@@ -65,7 +65,7 @@ class AppArgs(BaseModel):
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """The composed graph: Ingress → FeatureLookup → Ranker → Reranker."""
+    """The composed graph: Ingress (rerank) → FeatureLookup → Ranker."""
     a = AppArgs.model_validate(args)
     data_dir = str(Path(a.data_dir).resolve())
     lookup = FeatureLookup.bind(data_dir, a.redis_url)
@@ -73,8 +73,8 @@ def build_app(args: dict[str, Any]) -> Application:
     ranker = Ranker.options(
         ray_actor_options={"num_cpus": a.ranker_cpus, "num_gpus": a.ranker_gpus}, user_config=a.model_source()
     ).bind(encoder.fingerprint, a.device, a.max_batch_size, a.batch_wait_timeout_s)
-    reranker = Reranker.options(user_config={"policy": a.policy.model_dump()}).bind()
-    return Ingress.bind(lookup, ranker, reranker, a.max_candidates, context_keys(encoder))
+    ingress = Ingress.options(user_config={"policy": a.policy.model_dump()})
+    return ingress.bind(lookup, ranker, a.max_candidates, context_keys(encoder))
 
 
 def serve_config(args: AppArgs, host: str = "127.0.0.1", port: int = SERVE_PORT, max_ranker_replicas: int = 2) -> dict:
@@ -99,7 +99,6 @@ def serve_config(args: AppArgs, host: str = "127.0.0.1", port: int = SERVE_PORT,
                         "ray_actor_options": {"num_cpus": args.ranker_cpus, "num_gpus": args.ranker_gpus},
                         "user_config": args.model_source(strict=False),
                     },
-                    {"name": "Reranker", "num_replicas": 1, **DEPLOYMENTS["Reranker"]},
                 ],
             }
         ],

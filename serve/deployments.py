@@ -1,11 +1,12 @@
 """The serving graph, each stage its own Ray Serve deployment, wired with ``DeploymentHandle``s:
 
-    Ingress (FastAPI) ─► FeatureLookup ─► Ranker (@serve.batch) ─► Reranker
+    Ingress (FastAPI, rerank) ─► FeatureLookup ─► Ranker (@serve.batch)
 
-The Ingress passes each stage's ``DeploymentResponse`` straight into the next call, so answers go
-replica to replica (lookup → Ranker, lookup + Ranker → Reranker) and only the final one comes back.
-Every deployment declares fractional CPUs so the whole graph starts on a 2-CPU machine. The Ranker, the one
-stage that runs the model, lives in :mod:`tamor.serve.ranker`: the others start without importing torch.
+The Ingress passes the lookup's ``DeploymentResponse`` straight into the Ranker's call and reranks the two answers
+itself with the policy (its ``user_config``): two handle calls per request, as few as three stages allow, since a
+call costs Serve's fixed price whatever it carries (docs/decisions.md). Every deployment declares fractional CPUs
+so the whole graph starts on a 2-CPU machine. The Ranker, the one stage that runs the model, lives in
+:mod:`tamor.serve.ranker`: the others start without importing torch.
 """
 
 
@@ -42,7 +43,6 @@ DEPLOYMENTS: dict[str, dict[str, Any]] = {
     "Ingress": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 128, **_COMMON},
     "FeatureLookup": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64, **_COMMON},
     "Ranker": {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 128, **_COMMON},
-    "Reranker": {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64, **_COMMON},
 }
 # The Ranker's dynamic batching: no wait for company (requests that queue while a batch runs form the next one, so a
 # wait buys no throughput and costs a lone request its length: bench/serve_load.py, docs/decisions.md), at most 32 requests.
@@ -96,7 +96,7 @@ class FeatureLookup:
     def lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict,
                max_candidates: int | None = None) -> dict:
         """The model's columns for ``user_id`` × the candidates; :class:`BadRequest` or :class:`StoreUnavailable`
-        (the store reconnects by itself), which fail the Ranker's and Reranker's calls that take this answer."""
+        (the store reconnects by itself), which fail the Ranker's call that takes this answer too."""
         self.check_context(context)
         found = self._lookup(user_id, item_ids, scenarios, context)
         if max_candidates is not None and len(found["item_ids"]) > max_candidates:
@@ -126,28 +126,17 @@ def context_keys(encoder: Encoder) -> list[str]:
     return sorted(f.name for f in (*encoder.numeric, *encoder.categorical) if f.side == "context")
 
 
-@serve.deployment(**DEPLOYMENTS["Reranker"])
-class Reranker:
-    """Per-tier objective weights, eligibility filters and a per-scenario cap → the final ranking."""
-
-    def __init__(self, policy: dict | None = None):
-        self.policy = RerankPolicy.model_validate(policy or {})
-
-    def reconfigure(self, config: dict) -> None:
-        if config.get("policy"):
-            self.policy = RerankPolicy.model_validate(config["policy"])
-
-    def rerank(self, found: dict, scored: dict, top_n: int) -> dict:
-        """The lookup's and the Ranker's answers → the ranked items and what the response reports."""
-        ranked = rerank(self.policy, found["tier"], scored["tasks"], found["item_ids"], found["scenarios"], scored["probs"], top_n)
-        known = dict(zip(found["item_ids"], found["items_known"]))
-        return {
-            "tier": found["tier"],
-            "cold_start_user": not found["user_known"],
-            "model_version": scored["version"],
-            "items": [{**r, "cold_start": not known[r["item_id"]]} for r in ranked],
-            "unknown_items": [i for i, k in known.items() if not k],
-        }
+def ranked_answer(policy: RerankPolicy, found: dict, scored: dict, top_n: int) -> dict:
+    """The lookup's and the Ranker's answers → the ranked items and what the response reports."""
+    ranked = rerank(policy, found["tier"], scored["tasks"], found["item_ids"], found["scenarios"], scored["probs"], top_n)
+    known = dict(zip(found["item_ids"], found["items_known"]))
+    return {
+        "tier": found["tier"],
+        "cold_start_user": not found["user_known"],
+        "model_version": scored["version"],
+        "items": [{**r, "cold_start": not known[r["item_id"]]} for r in ranked],
+        "unknown_items": [i for i, k in known.items() if not k],
+    }
 
 
 RETRY = {"Retry-After": "1"}  # seconds; the store reconnects and Serve replaces a lost replica on their own
@@ -235,14 +224,21 @@ api.add_middleware(BodyLimit)
 @serve.deployment(**DEPLOYMENTS["Ingress"])
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, lookup: DeploymentHandle, ranker: DeploymentHandle, reranker: DeploymentHandle,
-                 max_candidates: int = 500, context: list[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES):
-        self.lookup, self.ranker, self.reranker = lookup, ranker, reranker
-        self.max_candidates = max_candidates
+    """The HTTP front (FastAPI): checks the body, calls the FeatureLookup and the Ranker through their handles and
+    reranks their answers with the policy (``user_config`` = ``{"policy": ...}``); every error is answered here once."""
+
+    def __init__(self, lookup: DeploymentHandle, ranker: DeploymentHandle, max_candidates: int = 500,
+                 context: list[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES):
+        self.lookup, self.ranker = lookup, ranker
+        self.max_candidates, self.policy = max_candidates, RerankPolicy()
         api.state.max_body_bytes = max_body_bytes
         if context is not None:  # the served data's context keys, stated in /openapi.json
             schema = api.openapi()
             schema["components"]["schemas"]["RecommendRequest"]["properties"]["context"]["propertyNames"] = {"enum": context}
+
+    def reconfigure(self, config: dict) -> None:
+        """``user_config`` = ``{"policy": RerankPolicy fields}``: a new policy applies in place, without a restart."""
+        self.policy = RerankPolicy.model_validate(config.get("policy") or {})
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -277,9 +273,8 @@ class Ingress:
     async def recommend(self, body: RecommendRequest) -> RecommendResponse:
         if body.item_ids is not None and len(body.item_ids) > self.max_candidates:
             raise HTTPException(422, BadRequest("item_ids", f"at most {self.max_candidates} candidate items, got {len(body.item_ids)}").detail())
-        # Composed by passing responses on: the lookup's answer goes to the Ranker, and both to the
-        # Reranker, replica to replica, without coming back here in between (one round trip, not three).
+        # The lookup's answer goes on to the Ranker without a round trip of its own; the policy reranks both here.
         found = self.lookup.lookup.remote(body.user_id, body.item_ids, body.scenarios, body.context, self.max_candidates)
         scored = self.ranker.rank.remote(found)
-        answer = await answered(self.reranker.rerank.remote(found, scored, body.top_n))
-        return RecommendResponse(user_id=body.user_id, **answer)
+        found, scored = await answered(found), await answered(scored)
+        return RecommendResponse(user_id=body.user_id, **ranked_answer(self.policy, found, scored, body.top_n))

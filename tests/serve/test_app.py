@@ -131,8 +131,9 @@ def test_requests_generated_from_the_schema_get_no_5xx_and_answers_that_match_it
         answered_as_described()
 
 
-def test_a_model_update_drops_no_request_and_serves_the_new_version(serve_url, registry_with_model, known, tmp_path):
+def test_a_model_and_policy_update_drops_no_request_and_serves_both(serve_url, registry_with_model, known, tmp_path):
     from tamor.serve.app import start
+    from tamor.serve.policy import RerankPolicy
 
     url, args = serve_url
     users, items = known
@@ -140,7 +141,9 @@ def test_a_model_update_drops_no_request_and_serves_the_new_version(serve_url, r
     save_model(model, tmp_path / "v2.pt")
     new = registry_with_model.export(tmp_path / "v2.pt", {"val_auc_mean": 0.6}, metric="val_auc_mean")
     body = {"user_id": users["user_id"].iloc[2], "item_ids": items["item_id"].tolist()[:30], "top_n": 5}
-    statuses, versions, stop = [], [], threading.Event()
+    top_scenario = post(url, body).json()["items"][0]["scenario"]
+    hidden = RerankPolicy(exclude={tier: [top_scenario] for tier in ("new", "low", "high")})  # the Ingress's user_config
+    statuses, answers, stop = [], [], threading.Event()
 
     def client():
         deadline = time.time() + 120
@@ -148,20 +151,24 @@ def test_a_model_update_drops_no_request_and_serves_the_new_version(serve_url, r
             r = post(url, body)
             statuses.append(r.status_code)
             if r.status_code == 200:
-                versions.append(r.json()["model_version"])
+                answers.append((r.json()["model_version"], {i["scenario"] for i in r.json()["items"]}))
 
     thread = threading.Thread(target=client)
     thread.start()
-    wait_until(lambda: len(versions) >= 5, 60)  # the old model answers before the update
-    start(args.model_copy(update={"ref": new.name}), port=int(url.rsplit(":", 1)[1]))  # redeploy: new user_config
-    wait_until(lambda: versions[-1] == new.name, 60)
-    switched = len(versions)
-    wait_until(lambda: len(versions) >= switched + 5, 60)  # and the new one goes on answering
+    wait_until(lambda: len(answers) >= 5, 60)  # the old model answers before the update
+    start(args.model_copy(update={"ref": new.name, "policy": hidden}), port=int(url.rsplit(":", 1)[1]))  # redeploy
+    wait_until(lambda: answers[-1][0] == new.name and top_scenario not in answers[-1][1], 60)
+    switched = len(answers)
+    wait_until(lambda: len(answers) >= switched + 5, 60)  # and the new ones go on answering
     stop.set()
     thread.join()
+    versions = [v for v, _ in answers]
     assert statuses and set(statuses) == {200}, f"failed requests during the update: {sorted(set(statuses))}"
-    assert versions[0] == "v0001" and versions[-1] == new.name
+    assert versions[0] == "v0001" and top_scenario in answers[0][1] and versions[-1] == new.name
     assert np.all(np.diff([int(v[1:]) for v in versions]) >= 0)  # never back to the old model
+    assert all(top_scenario not in scenarios for _, scenarios in answers[switched:])  # nor to the old policy
+    start(args.model_copy(update={"ref": new.name}), port=int(url.rsplit(":", 1)[1]))  # the default policy, for the tests after
+    wait_until(lambda: top_scenario in {i["scenario"] for i in post(url, body).json()["items"]}, 60)
 
 
 @pytest.mark.parametrize("body, field", [

@@ -4,7 +4,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from tamor.serve.app import AppArgs, write_serve_config
-from tamor.serve.deployments import FeatureLookup, Ingress, Reranker
+from tamor.serve.deployments import FeatureLookup, Ingress
 from tamor.serve.ranker import Ranker
 
 
@@ -16,7 +16,7 @@ def test_written_config_validates_and_matches_the_graph(tmp_path):
     app = schema.applications[0]
     assert app.import_path == "tamor.serve.app:build_app"
     names = {d.name for d in app.deployments}
-    assert names == {d.name for d in (FeatureLookup, Ingress, Ranker, Reranker)}  # no misspelt deployment
+    assert names == {d.name for d in (FeatureLookup, Ingress, Ranker)}  # no misspelt deployment
     assert raw["http_options"] == {"host": "127.0.0.1", "port": 8123}
     ranker = next(d for d in raw["applications"][0]["deployments"] if d["name"] == "Ranker")
     assert ranker["autoscaling_config"]["max_replicas"] >= 1 and ranker["user_config"]["ref"] == "latest"
