@@ -95,6 +95,73 @@ def recommend(users: list[str], items: list[str]) -> int:
         return 0
 
 
+def training_survives_a_node_loss(out: Path) -> Path:
+    """Submit the pipeline job, kill the node of one training worker after the first checkpoint, and check the job
+    resumes from it on the surviving nodes, gates and serves; the run's directory."""
+    run = out / "run"
+    job_id = f"tamor-pipeline-{int(time.time())}"
+    # cache_data never: the train split streams from Parquet, so losing a node loses no cached blocks
+    pipeline = ["tamor", "pipeline", "--rows", "40000", "--epochs", "6", "--out", str(run), "--registry", str(out / "registry"),
+                "--port", str(PORT), "--set", "train.patience=6", "--set", "train.lr=0.003", "--set", "train.cache_data=never"]
+    # tamor is installed on every node (one machine, one venv): no --working-dir upload. With one, Ray
+    # 2.60 removed the job driver's working directory after the node loss (FileNotFoundError on getcwd).
+    subprocess.run(["ray", "job", "submit", "--address", JOBS, "--no-wait", "--submission-id", job_id, "--", *pipeline],
+                   check=True, capture_output=True, cwd=out)
+    print(f"     job {job_id} submitted: {' '.join(pipeline)}", flush=True)
+
+    first = wait_for(lambda: epochs(run), 1200, "the first epoch")[0]
+    placed = [node_names().get(w["node"], "?") for w in first["workers"]]
+    check(len(set(w["node"] for w in first["workers"])) == 2, f"the two training workers run on two nodes: {placed}")
+    victim = next(n for n in placed if n != "head")
+    wait_for(lambda: registered_checkpoints(run), 300, "the first checkpoint to be registered", every=0.5)
+    killed_at = kill_node(victim)
+    state = wait_for(lambda: (s := job_status(job_id)) not in ("PENDING", "RUNNING") and s, 1200, "the job to end", every=3)
+    if state != "SUCCEEDED":
+        from ray.job_submission import JobSubmissionClient
+
+        print(JobSubmissionClient(JOBS).get_job_logs(job_id)[-4000:])
+    check(state == "SUCCEEDED", f"the pipeline job succeeded after {victim} was lost ({time.monotonic() - killed_at:.0f} s after the kill)")
+    history = epochs(run)
+    seen = [e["epoch"] for e in history]
+    check(seen.count(0) == 1 and seen[-1] >= 1 and history[-1]["workers"] != first["workers"],
+          f"training resumed from its checkpoint on a new worker group, not from scratch: epochs logged {seen}")
+    check(history[-1]["val_auc_mean"] > 0.6, f"validation AUC after recovery {history[-1]['val_auc_mean']:.4f} > 0.6")
+    alive = node_names()
+    last_nodes = [alive.get(w["node"], "dead") for w in history[-1]["workers"]]
+    check(victim not in last_nodes and "dead" not in last_nodes, f"the last epoch ran on surviving nodes: {last_nodes}")
+    record = json.loads((run / "pipeline.json").read_text())
+    check(record["gate"]["promote"] and record["served"] == record["exported"], f"gate: {record['gate']['reason']}")
+    return run
+
+
+def serving_survives_a_node_loss(run: Path) -> None:
+    """Kill the node of a Serve replica off the head and check Serve answers again within :data:`RECOVERY_LIMIT_S`."""
+    from ray.util.state import list_actors
+
+    users = pd.read_parquet(run / "data" / "online" / "users")["user_id"].astype(str).tolist()
+    items = pd.read_parquet(run / "data" / "online" / "items")["item_id"].astype(str).tolist()
+    check(wait_for(lambda: recommend(users, items) == 200, 120, "Serve to answer") is True, "Serve answers /recommend")
+    alive = node_names()
+    replicas = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000) if a.class_name.startswith("ServeReplica")]
+    hosts = {alive.get(a.node_id, "?"): a.class_name for a in replicas}
+    target = next((n for n in hosts if n != "head"), None)
+    check(target is not None, f"a Serve replica runs off the head node: {hosts}")
+    killed_at = kill_node(target)
+    failures = 0
+    while recommend(users, items) == 200 and time.monotonic() - killed_at < 30:
+        time.sleep(0.2)  # the replica's death takes a moment to show
+    while recommend(users, items) != 200:
+        failures += 1
+        if time.monotonic() - killed_at > RECOVERY_LIMIT_S:
+            break
+        time.sleep(0.5)
+    recovered = time.monotonic() - killed_at
+    ok = all(recommend(users, items) == 200 for _ in range(5))
+    check(ok and recovered < RECOVERY_LIMIT_S,
+          f"Serve rescheduled {hosts[target]} off {target}: requests succeed again {recovered:.1f} s after the kill "
+          f"({failures} failed meanwhile)")
+
+
 def main() -> None:
     import ray
 
@@ -102,64 +169,7 @@ def main() -> None:
     try:
         ray.init(address=GCS, logging_level="ERROR", log_to_driver=False)
         out = Path(tempfile.mkdtemp(prefix="tamor-cluster-"))
-        run = out / "run"
-        job_id = f"tamor-pipeline-{int(time.time())}"
-        # cache_data never: the train split streams from Parquet, so losing a node loses no cached blocks
-        pipeline = ["tamor", "pipeline", "--rows", "40000", "--epochs", "6", "--out", str(run), "--registry", str(out / "registry"),
-                    "--port", str(PORT), "--set", "train.patience=6", "--set", "train.lr=0.003", "--set", "train.cache_data=never"]
-        # tamor is installed on every node (one machine, one venv): no --working-dir upload. With one, Ray
-        # 2.60 removed the job driver's working directory after the node loss (FileNotFoundError on getcwd).
-        subprocess.run(["ray", "job", "submit", "--address", JOBS, "--no-wait", "--submission-id", job_id, "--", *pipeline],
-                       check=True, capture_output=True, cwd=out)
-        print(f"     job {job_id} submitted: {' '.join(pipeline)}", flush=True)
-
-        first = wait_for(lambda: epochs(run), 1200, "the first epoch")[0]
-        names = node_names()
-        placed = [names.get(w["node"], "?") for w in first["workers"]]
-        check(len(set(w["node"] for w in first["workers"])) == 2, f"the two training workers run on two nodes: {placed}")
-        victim = next(n for n in placed if n != "head")
-        wait_for(lambda: registered_checkpoints(run), 300, "the first checkpoint to be registered", every=0.5)
-        killed_at = kill_node(victim)
-        state = wait_for(lambda: (s := job_status(job_id)) not in ("PENDING", "RUNNING") and s, 1200, "the job to end", every=3)
-        if state != "SUCCEEDED":
-            from ray.job_submission import JobSubmissionClient
-
-            print(JobSubmissionClient(JOBS).get_job_logs(job_id)[-4000:])
-        check(state == "SUCCEEDED", f"the pipeline job succeeded after {victim} was lost ({time.monotonic() - killed_at:.0f} s after the kill)")
-        history = epochs(run)
-        seen = [e["epoch"] for e in history]
-        check(seen.count(0) == 1 and seen[-1] >= 1 and history[-1]["workers"] != first["workers"],
-              f"training resumed from its checkpoint on a new worker group, not from scratch: epochs logged {seen}")
-        check(history[-1]["val_auc_mean"] > 0.6, f"validation AUC after recovery {history[-1]['val_auc_mean']:.4f} > 0.6")
-        alive = node_names()
-        last_nodes = [alive.get(w["node"], "dead") for w in history[-1]["workers"]]
-        check(victim not in last_nodes and "dead" not in last_nodes, f"the last epoch ran on surviving nodes: {last_nodes}")
-        record = json.loads((run / "pipeline.json").read_text())
-        check(record["gate"]["promote"] and record["served"] == record["exported"], f"gate: {record['gate']['reason']}")
-
-        users = pd.read_parquet(run / "data" / "online" / "users")["user_id"].astype(str).tolist()
-        items = pd.read_parquet(run / "data" / "online" / "items")["item_id"].astype(str).tolist()
-        check(wait_for(lambda: recommend(users, items) == 200, 120, "Serve to answer") is True, "Serve answers /recommend")
-        from ray.util.state import list_actors
-
-        replicas = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000) if a.class_name.startswith("ServeReplica")]
-        hosts = {alive.get(a.node_id, "?"): a.class_name for a in replicas}
-        target = next((n for n in hosts if n != "head"), None)
-        check(target is not None, f"a Serve replica runs off the head node: {hosts}")
-        killed_at = kill_node(target)
-        failures = 0
-        while recommend(users, items) == 200 and time.monotonic() - killed_at < 30:
-            time.sleep(0.2)  # the replica's death takes a moment to show
-        while recommend(users, items) != 200:
-            failures += 1
-            if time.monotonic() - killed_at > RECOVERY_LIMIT_S:
-                break
-            time.sleep(0.5)
-        recovered = time.monotonic() - killed_at
-        ok = all(recommend(users, items) == 200 for _ in range(5))
-        check(ok and recovered < RECOVERY_LIMIT_S,
-              f"Serve rescheduled {hosts[target]} off {target}: requests succeed again {recovered:.1f} s after the kill "
-              f"({failures} failed meanwhile)")
+        serving_survives_a_node_loss(training_survives_a_node_loss(out))
         print(f"cluster smoke passed: {out}")
     finally:
         ray.shutdown()
