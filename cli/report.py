@@ -42,7 +42,7 @@ def _paper_table(run: Path) -> str:
         verdicts = pd.read_csv(run / "verdicts.csv")
         calls = verdicts.assign(verdict=cell_verdicts(verdicts).replace("", "–"))
         table = table.merge(calls[calls["slice"] == "tier"].rename(columns={"group": "tier"})[["task", "tier", "verdict"]], how="left")
-        line += (f" {verdict_line(verdicts)} (test rows resampled; cells with ≥ {JUDGED_POSITIVES} test positives, overall "
+        line += (f" {verdict_line(verdicts)} (one training run each, test rows resampled, not runs; cells with ≥ {JUDGED_POSITIVES} test positives, overall "
                  "included; a lift inside its interval is noise).")
     return ("## The paper's table: TAMOR vs MMoE, test AUC per task and user tier\n\n" + line + "\n\n" + _md(table)
             + "\n\n![paper table](paper_table.png)\n")

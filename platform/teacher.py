@@ -87,9 +87,10 @@ def fit_teachers(train: ray.data.Dataset, rows: int, spec: FeatureSpec, seed: in
 def teacher_probabilities(frame: pd.DataFrame, spec: FeatureSpec, teachers: dict[str, list]) -> dict[str, np.ndarray]:
     """``{teacher_<task>: [N] float32}``: each row's probability from the teacher not fitted on its fold."""
     x = features_of(frame, spec)
+    folds = {n: fold_of(x, n) for n in {len(models) for models in teachers.values()}}  # hashed once, not per task
     out = {}
     for task, models in teachers.items():
-        fold = fold_of(x, len(models))  # as many folds as the teachers were fitted on
+        fold = folds[len(models)]  # as many folds as the teachers were fitted on
         p = np.zeros(len(frame), dtype=np.float32)
         for k, model in enumerate(models):
             rows = fold == k
