@@ -224,13 +224,13 @@ def hop_table(data: Path, model, body: dict, n: int = 100) -> None:
     handles = {name: serve.get_deployment_handle(name, app_name="tamor") for name in ("FeatureLookup", "Ranker")}
     lookup_here = FeatureLookup.func_or_class(str(data))
     args = (body["user_id"], body["item_ids"], None, {}, 500)
-    found = lookup_here.lookup(*args)
+    found = lookup_here.find(*args)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the Ranker's replica
     scored = {"probs": model.predict_columns(found["columns"]), "version": "v", "tasks": model.tasks}
     policy = RerankPolicy()
     stages = {  # name: (work in this process, the call through the handle, what it sends, what it returns)
-        "Ingress → FeatureLookup": (lambda: lookup_here.lookup(*args), lambda: handles["FeatureLookup"].lookup.remote(*args), args, found),
+        "Ingress → FeatureLookup": (lambda: lookup_here.find(*args), lambda: handles["FeatureLookup"].lookup.remote(*args), args, found),
         "Ingress → Ranker": (lambda: model.predict_columns(found["columns"]), lambda: handles["Ranker"].rank.remote(found), found, scored),
     }
     rerank_ms = p50_ms(lambda: ranked_answer(policy, found, scored, 10), n)

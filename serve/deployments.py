@@ -29,7 +29,7 @@ from tamor.platform.data_dir import DataDir
 from tamor.serve.features import lookup_columns
 from tamor.serve.policy import RerankPolicy, rerank
 from tamor.serve.schemas import Problem, RecommendRequest, RecommendResponse
-from tamor.serve.store import StoreUnavailable, open_store
+from tamor.serve.store import EmbeddedStore, StoreUnavailable, open_store
 
 # Each deployment's resources and concurrency, named once (decorators, the app builder and the
 # `serve deploy` config read this table). Fractional CPUs: the graph starts on a 2-CPU machine.
@@ -93,8 +93,15 @@ class FeatureLookup:
                 if not np.isfinite(number) or abs(number) > self.encoder.max_abs_numeric:
                     raise BadRequest(f"context.{key}", f"{value!r} is not a finite number within ±{self.encoder.max_abs_numeric:g}")
 
-    def lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict,
-               max_candidates: int | None = None) -> dict:
+    async def lookup(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict,
+                     max_candidates: int | None = None) -> dict:
+        """Serve's entry to :meth:`find`: run on the replica's event loop where the store is in memory (handing the
+        lookup to a thread costs about as much as the lookup), in a thread where it waits on Redis."""
+        args = (user_id, item_ids, scenarios, context, max_candidates)
+        return self.find(*args) if isinstance(self.store, EmbeddedStore) else await asyncio.to_thread(self.find, *args)
+
+    def find(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict,
+             max_candidates: int | None = None) -> dict:
         """The model's columns for ``user_id`` × the candidates; :class:`BadRequest` or :class:`StoreUnavailable`
         (the store reconnects by itself), which fail the Ranker's call that takes this answer too."""
         self.check_context(context)
