@@ -34,7 +34,7 @@ python bench/model_step.py "${step[@]}" 2>"$work/step.log" | tail -n 20
 echo "== (c) serving"
 if python -c "import ray.serve, fastapi, uvicorn, httpx" 2>/dev/null; then
   python bench/serve_load.py --data "$work/data" --requests 100 --concurrency 1 8 "${serve[@]}" 2>"$work/serve.log" \
-    | grep -oE "(Ranker: .*|through a handle.*|hops, .*|[0-9]+ requests per level.*|concurrency \|.*| +[0-9]+ \| .*)"
+    | grep -oE "(Ranker: .*|through a handle.*|hops, .*|hop .*|Ingress → .*|and the rerank.*|[0-9]+ requests per level.*|concurrency \|.*| +[0-9]+ \| .*)"
 else
   echo "skipped: Ray Serve, FastAPI, uvicorn or httpx is not installed here"
 fi
