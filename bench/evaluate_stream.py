@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import ray
-import torch
 
 FILE_ROWS = 100_000  # rows per Parquet file of the repeated split
 
@@ -63,6 +62,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--streamed-only", action="store_true", help="time the streamed evaluation alone")
+    ap.add_argument("--device", default="cpu", help="where the model scores (cuda: this machine's GPU)")
     args = ap.parse_args()
 
     from tamor.models.factory import load_model
@@ -70,13 +70,14 @@ def main() -> None:
     from tamor.models.inputs import batch_columns
     from tamor.models.metrics import evaluate_predictions
     from tamor.platform.data_dir import DataDir
-    from tamor.platform.evaluate import evaluate_model
+    from tamor.platform.evaluate import evaluate_model, scoring_device
     from tamor.platform.ray_env import init_ray
     from tamor.platform.step import predict_split
     from tamor.platform.train import SpecCollate
 
     init_ray(num_cpus=2, log_dir=Path(tempfile.mkdtemp(prefix="evaluate-stream-logs-")), verbose=False)
-    model, spec = load_model(args.checkpoint), FeatureSpec.load(args.data)
+    device = scoring_device(args.device)
+    model, spec = load_model(args.checkpoint, map_location=device), FeatureSpec.load(args.data)
     columns = batch_columns(spec)
     test = pd.read_parquet(DataDir(args.data).split("test"), columns=columns)
     part = pd.concat([test] * -(-FILE_ROWS // len(test)), ignore_index=True).head(FILE_ROWS)
@@ -93,13 +94,13 @@ def main() -> None:
 
     def gathered(n: int) -> None:
         preds = predict_split(model, rows(n).iter_torch_batches(batch_size=args.batch_size, collate_fn=SpecCollate(spec)),
-                              torch.device("cpu"))
+                              device)
         evaluate_predictions(spec, preds["probs"], preds["labels"], preds["label_mask"], preds["tier"], preds["scenario"])
 
     print(f"{'rows':>10} {'path':>9} {'seconds':>8} {'rows/s':>10} {'peak RSS':>10} {'of it private':>14}")
     for n in args.rows:
         rows(n)
-        results = {"streamed": measured(lambda: evaluate_model(model, rows(n), spec, args.batch_size))}
+        results = {"streamed": measured(lambda: evaluate_model(model, rows(n), spec, args.batch_size, args.device))}
         if not args.streamed_only:
             results["gathered"] = measured(lambda: gathered(n))
         for path, (seconds, peak) in results.items():

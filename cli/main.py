@@ -178,20 +178,22 @@ def evaluate(
     name: str = typer.Option("tamor", help="Name of the evaluated model in the table."),
     baseline_name: str = typer.Option("mmoe", help="Name of the baseline in the table."),
     out: Path = typer.Option(Path("runs/evaluation"), help="Where metrics, table and chart are written."),
+    device: str = typer.Option("cpu", help="Where the model scores: cpu, or cuda for this machine's GPU."),
     address: Optional[str] = AddressOpt,
 ) -> None:
     """AUC and log loss per task, overall / per tier / per scenario; with --baseline, the paper's table."""
-    from tamor.platform.evaluate import evaluate_checkpoint, write_comparison
+    from tamor.platform.evaluate import evaluate_checkpoint, scoring_device, write_comparison
+    scoring_device(device)
     for path in [checkpoint] + ([baseline] if baseline else []):
         if not path.exists():
             raise CliError(f"no checkpoint at {path}")
     start_ray(address, "evaluate")
     out.mkdir(parents=True, exist_ok=True)
-    metrics = evaluate_checkpoint(checkpoint, data, split.value)
+    metrics = evaluate_checkpoint(checkpoint, data, split.value, device=device)
     metrics.to_csv(out / f"{name}_{split.value}_metrics.csv", index=False)
     print_frame(f"{name}: {split.value} metrics", metrics[["task", "slice", "group", "n", "positives", "auc", "logloss", "ece", "note"]])
     if baseline:
-        base = evaluate_checkpoint(baseline, data, split.value)
+        base = evaluate_checkpoint(baseline, data, split.value, device=device)
         base.to_csv(out / f"{baseline_name}_{split.value}_metrics.csv", index=False)
         table = write_comparison(metrics, base, name, baseline_name, out)
         print_frame(f"{name} vs {baseline_name}: AUC per task and user tier ({split.value})", table)

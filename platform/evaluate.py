@@ -31,21 +31,36 @@ from tamor.platform.train import SpecCollate, read_split
 ADD_ROWS = 1 << 18  # predictions held at once, then added to the histograms (about 15 MB with five tasks)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, split: str = "test", batch_size: int = 8192) -> pd.DataFrame:
-    """Metrics of a checkpoint on a split (:func:`evaluate_model`)."""
+def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, split: str = "test", batch_size: int = 8192,
+                        device: str = "cpu") -> pd.DataFrame:
+    """Metrics of a checkpoint on a split (:func:`evaluate_model`), scored on ``device`` (``cuda``: this machine's GPU)."""
+    scoring_device(device)
     model = load_model(checkpoint)
     spec = FeatureSpec.load(data_dir)
     if spec.task_names != model.tasks:
         raise TamorError(f"checkpoint tasks {model.tasks} do not match the data's {spec.task_names}")
-    return evaluate_model(model, read_split(data_dir, split, spec), spec, batch_size)
+    return evaluate_model(model, read_split(data_dir, split, spec), spec, batch_size, device)
 
 
-def evaluate_model(model: torch.nn.Module, rows: ray.data.Dataset, spec: FeatureSpec, batch_size: int = 8192) -> pd.DataFrame:
+def scoring_device(device: str) -> torch.device:
+    """``device`` as torch's, or :class:`TamorError` when this machine has no such device (a typo, no GPU here)."""
+    try:
+        found = torch.device(device)
+    except RuntimeError as e:
+        raise TamorError(f"device {device!r}: {e}") from None
+    if found.type == "cuda" and (found.index or 0) >= torch.cuda.device_count():
+        raise TamorError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA devices (torch {torch.__version__})")
+    return found
+
+
+def evaluate_model(model: torch.nn.Module, rows: ray.data.Dataset, spec: FeatureSpec, batch_size: int = 8192,
+                   device: str = "cpu") -> pd.DataFrame:
     """Metrics of ``model`` on model-ready rows (see :func:`read_split`), streamed through Ray Data: each batch's
-    probabilities are added to per-cell score histograms and let go, so memory does not grow with the rows."""
+    probabilities are added to per-cell score histograms and let go, so memory does not grow with the rows. The
+    model scores in this process, on ``device``."""
     histograms = ScoreHistograms(spec)
     batches = rows.iter_torch_batches(batch_size=batch_size, collate_fn=SpecCollate(spec))
-    predictions = batch_predictions(model, batches, torch.device("cpu"))
+    predictions = batch_predictions(model.to(device), batches, torch.device(device))
     while chunk := list(itertools.islice(predictions, max(1, ADD_ROWS // batch_size))):  # each add touches every bin
         histograms.add(**{k: np.concatenate([c[k] for c in chunk]) for k in ("probs", "labels", "label_mask", "tier", "scenario")})
     return histograms.table()

@@ -39,6 +39,8 @@ def test_help_shows_each_default_from_the_config_that_holds_it():
         (["train", "--set", "epochs"], "--set takes key=value"),
         (["tune", "--data", "/nonexistent"], "no preprocessed data"),
         (["evaluate", "--checkpoint", "/nonexistent"], "no checkpoint"),
+        (["evaluate", "--checkpoint", "/nonexistent", "--device", "cuda:99"], "'cuda:99': this machine has"),
+        (["evaluate", "--checkpoint", "/nonexistent", "--device", "gpu"], "device 'gpu'"),
         (["report", "/nonexistent"], "no run directory"),
         (["pipeline", "--set", "gate.min_positives=0"], "invalid pipeline config: gate.min_positives"),
         (["pipeline", "--set", "train.placement_strategy=ANYWHERE"], "invalid pipeline config: train.placement_strategy"),
