@@ -29,7 +29,7 @@ from tamor.platform.data_dir import DataDir
 from tamor.serve.features import lookup_columns
 from tamor.serve.policy import RerankPolicy, rerank
 from tamor.serve.schemas import Problem, RecommendRequest, RecommendResponse
-from tamor.serve.store import EmbeddedStore, StoreUnavailable, open_store
+from tamor.serve.store import StoreUnavailable, open_store
 
 # Each deployment's resources and concurrency, named once (decorators, the app builder and the
 # `serve deploy` config read this table). Fractional CPUs: the graph starts on a 2-CPU machine.
@@ -98,7 +98,7 @@ class FeatureLookup:
         """Serve's entry to :meth:`find`: run on the replica's event loop where the store is in memory (handing the
         lookup to a thread costs about as much as the lookup), in a thread where it waits on Redis."""
         args = (user_id, item_ids, scenarios, context, max_candidates)
-        return self.find(*args) if isinstance(self.store, EmbeddedStore) else await asyncio.to_thread(self.find, *args)
+        return await asyncio.to_thread(self.find, *args) if self.store.waits_on_io else self.find(*args)
 
     def find(self, user_id: str, item_ids: list[str] | None, scenarios: list[str] | None, context: dict,
              max_candidates: int | None = None) -> dict:

@@ -39,6 +39,8 @@ def cold_row(spec: FeatureSpec, encoder: Encoder, kind: str) -> dict[str, float]
 
 
 class FeatureStore(Protocol):
+    waits_on_io: bool  # a lookup waits on a server (run it in a thread), or is work in memory (run it inline)
+
     def get(self, kind: str, ids: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
         """Rows for ``ids`` in order (``kind`` = users | items) and a bool mask of the known ones."""
 
@@ -51,6 +53,8 @@ class FeatureStore(Protocol):
 
 class EmbeddedStore:
     """The ``online/`` snapshot held in memory as DataFrames indexed by id."""
+
+    waits_on_io = False
 
     def __init__(self, data: DataDir, spec: FeatureSpec, encoder: Encoder):
         self.spec, self.dir = spec, data.online()
@@ -107,6 +111,8 @@ class RedisStore:
     answers 503) and serving resumes by itself when Redis is back. No snapshot (an empty or restarted
     Redis) is unavailable too.
     """
+
+    waits_on_io = True
 
     # KEYS[1] = pointer; ARGV = prefix, kind, ids... → {snapshot id, [rows]} | false when no snapshot
     _READ = """
